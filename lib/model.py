@@ -1,0 +1,121 @@
+"""Model checkpoints: build the tiny scratch transformer, load any causal LM, save a standard folder.
+
+Every checkpoint the recipe writes is a plain ``save_pretrained`` folder (weights, config,
+generation config, tokenizer with its chat template), so transformers, TRL and vLLM accept it
+without project code.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
+                          PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; asking for CUDA without one is an error, not a fallback."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params ask for run.device='cuda' but torch sees no GPU; use 'auto' or 'cpu'")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def set_threads(threads: int) -> None:
+    """0 keeps torch's default; otherwise pin intra-op threads (2 on the reference laptop)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def train_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    # bf16 on a CPU without AMX/avx512_bf16 is ~3x slower than fp32 (STACK_NOTES.md).
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def build_scratch(m, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A randomly initialised decoder (Llama or Qwen2 architecture) sized by params ``model``."""
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        num_key_value_heads=m.num_kv_heads,
+        max_position_embeddings=m.max_position_embeddings,
+        tie_word_embeddings=True,  # as Phi-4-mini; also halves the embedding parameters
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LlamaConfig(**common) if m.architecture == "llama" else Qwen2Config(**common)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    return model
+
+
+def n_params(model: torch.nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def load(path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
+         dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a checkpoint folder or hub id with its tokenizer (clear error if it is not there)."""
+    p = Path(path_or_id)
+    if (p.is_absolute() or str(path_or_id).startswith(".")) and not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}: run the stage that writes it first")
+    tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype or "auto")
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # Pad == EOS masks EOS from the loss and the model never learns to stop (SPEC.md, stage 2).
+        raise ValueError(f"{path_or_id}: tokenizer pad token must exist and differ from EOS "
+                         f"(pad={tokenizer.pad_token!r}, eos={tokenizer.eos_token!r})")
+    return model.to(device).eval(), tokenizer
+
+
+def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def prepare_pretrained(path_or_id: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[str]]:
+    """Load a pretrained base (hub id or folder) and make it fit the recipe's conventions.
+
+    - ``<think>``/``</think>`` become ordinary added tokens if the vocabulary lacks them
+      (special tokens would vanish from decoded text that reward functions read).
+    - A pad token distinct from EOS is added if missing or equal to EOS (Phi-4-mini ships
+      pad == EOS == ``<|endoftext|>``), so EOS stays in the loss and the model learns to stop.
+    - A chat template is required (the recipe formats every prompt with it).
+    Returns the model, tokenizer and a list of the changes made, for the manifest.
+    """
+    from lib.chat import THINK_CLOSE, THINK_OPEN
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+    model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype="auto")
+    changes = []
+    missing = [t for t in (THINK_OPEN, THINK_CLOSE) if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=False)
+        changes.append(f"added ordinary tokens {missing}")
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        changes.append("added pad token <|pad|> distinct from EOS")
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+        changes.append(f"resized embeddings to {len(tokenizer)}")
+    if not tokenizer.chat_template:
+        raise ValueError(f"{path_or_id}: the tokenizer has no chat template; pick an instruct/chat "
+                         "checkpoint or set tokenizer.chat_template before starting the recipe")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, changes

@@ -1,0 +1,326 @@
+"""Recipe parameters: layered YAML files validated against one typed schema.
+
+A params file is a two-level mapping: ``section -> key -> value``. A file may start with
+``extends: other.yaml`` (a path relative to it) and then holds only what differs from its
+parent: ``params/base.yaml`` carries the values shared by every scale, ``tiny.yaml``,
+``smoke.yaml`` and ``phi4-mini.yaml`` override it. Layers merge per key inside a section
+(never deeper), so a file can never silently drop a sibling key.
+
+Everything is validated before anything runs. An unknown key, a wrong type or an impossible
+value stops the run with a message naming the key, the file that set it and what is
+allowed. Each field below is the documentation of its parameter (``python -m lib.recipe
+--describe`` prints them all).
+
+Notebooks receive parameters flat, as ``<section>_<key>`` (e.g. ``model_hidden_size``),
+because papermill's parameters are plain names and its ``-f`` files merge shallowly;
+:func:`from_flat` rebuilds and re-validates the sections inside the notebook.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+
+class ParamsError(ValueError):
+    """A params file (or a notebook's parameters) is wrong; the message says where and how."""
+
+
+class Section(BaseModel):
+    # extra="forbid": a misspelled key is an error, not a silently ignored value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- sections
+class Run(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; artifacts go to <output_root>/<name>/.")
+    seed: int = Field(ge=0, description="Master seed for data, initialisation and sampling.")
+    device: Literal["auto", "cpu", "cuda"] = Field(description="'auto' uses CUDA when available, else CPU.")
+    threads: int = Field(ge=0, description="torch CPU threads; 0 keeps torch's default (all cores).")
+    output_root: str = Field(description="Folder for runs, relative to the repo root unless absolute.")
+
+
+class Problems(Section):
+    source: Literal["synthetic", "jsonl", "hub"] = Field(
+        description="Where problems come from: the seeded synthetic generator (lib.problems), a local "
+        "JSONL/Parquet file, or a Hugging Face hub dataset (real scale).")
+    dataset: str | None = Field(description="Path or hub id when source is jsonl/hub; null for synthetic.")
+    domains: list[str] = Field(min_length=1, description="Synthetic domains to generate; any of lib.problems.DOMAINS.")
+    levels: list[int] = Field(min_length=1, description="Synthetic difficulty levels, 1 (elementary) to 4 (college); any of lib.problems.LEVELS.")
+    n_train: int = Field(ge=1, description="Training problems (the pool that data generation draws on).")
+    n_test: int = Field(ge=1, description="Held-out test problems (never overlap the training ones).")
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v):
+        from lib.problems import DOMAINS  # lazy: keeps `import lib.params` light
+
+        bad = [d for d in v if d not in DOMAINS]
+        if bad:
+            raise ValueError(f"unknown domain(s) {bad}; allowed: {list(DOMAINS)}")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v):
+        from lib.problems import LEVELS
+
+        bad = [lv for lv in v if lv not in LEVELS]
+        if bad:
+            raise ValueError(f"unknown level(s) {bad}; allowed: {list(LEVELS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.source != "synthetic" and not self.dataset:
+            raise ValueError(f"source '{self.source}' needs 'dataset' (a path or hub id)")
+        return self
+
+
+class Model(Section):
+    init: str = Field(description="'scratch' trains a tokenizer and a tiny transformer (the embedded "
+                      "default); otherwise a hub id or local path of a causal LM to start from.")
+    architecture: Literal["llama", "qwen2"] = Field(description="transformers architecture for 'scratch'.")
+    hidden_size: int = Field(ge=8, description="Width of the scratch model.")
+    num_layers: int = Field(ge=1, description="Decoder layers of the scratch model.")
+    num_heads: int = Field(ge=1, description="Attention heads (must divide hidden_size).")
+    num_kv_heads: int = Field(ge=1, description="Key/value heads for grouped-query attention (divides num_heads).")
+    intermediate_size: int = Field(ge=8, description="MLP width of the scratch model.")
+    max_position_embeddings: int = Field(ge=64, description="Longest sequence the scratch model supports.")
+    vocab_size: int = Field(ge=64, description="Target vocabulary of the tokenizer trained from scratch.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        description="Training dtype: 'auto' picks bf16 on CUDA and fp32 on CPU (CPUs without AMX run bf16 ~3x slower).")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide hidden_size={self.hidden_size}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+        return self
+
+
+class Train(Section):
+    """Optimisation settings shared by every training stage (one class, not copies per stage)."""
+    lr: float = Field(gt=0, le=1, description="Peak learning rate (linear warmup, cosine decay).")
+    epochs: float = Field(gt=0, description="Passes over the stage's data (ignored when max_steps > 0).")
+    max_steps: int = Field(ge=-1, description="Stop after this many optimizer steps; -1 means: use epochs.")
+    batch_size: int = Field(ge=1, description="Sequences per device per micro-batch.")
+    grad_accum: int = Field(ge=1, description="Micro-batches per optimizer step (the paper's batch of 128 is batch_size x grad_accum x devices).")
+    warmup_ratio: float = Field(ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    max_length: int = Field(ge=16, description="Longest training sequence in tokens (longer ones are truncated and counted).")
+
+
+class BasePretrain(Train):
+    n_problems: int = Field(ge=1, description="Problems with direct answers (no reasoning) used to pretrain the scratch base.")
+    eval_problems: int = Field(ge=1, description="Held-out problems for the base model's quick greedy accuracy.")
+
+
+class Eval(Section):
+    n_runs: int = Field(ge=1, description="Independent sampling runs averaged for pass@1 (paper: 3).")
+    temperature: float = Field(ge=0, description="Sampling temperature (paper: 0.6; 0 means greedy).")
+    top_p: float = Field(gt=0, le=1, description="Nucleus sampling mass (paper: 0.95).")
+    max_new_tokens: int = Field(ge=1, description="Generation budget per answer (paper: 32K).")
+    batch_size: int = Field(ge=1, description="Prompts generated together.")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "run": Run,
+    "problems": Problems,
+    "model": Model,
+    "base_pretrain": BasePretrain,
+    "eval": Eval,
+}
+
+
+class Params(BaseModel):
+    """The whole validated parameter set (one attribute per section)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    run: Run
+    problems: Problems
+    model: Model
+    base_pretrain: BasePretrain
+    eval: Eval
+
+    def section(self, name: str) -> dict[str, Any]:
+        return getattr(self, name).model_dump()
+
+    def hash(self, sections: list[str] | tuple[str, ...] | None = None) -> str:
+        return params_hash({s: self.section(s) for s in (sections or SECTIONS)})
+
+
+def params_hash(obj: Any) -> str:
+    """A short stable hash of JSON-able parameters (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The chain of files from the root ``extends`` ancestor down to ``path``."""
+    path = path.resolve()
+    if path in seen:
+        raise ParamsError(f"{path}: 'extends' makes a cycle: {' -> '.join(str(p) for p in seen + (path,))}")
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            raise ParamsError(f"{path}: section '{section}' must be a mapping of key: value, "
+                              f"got {type(body).__name__} ({body!r})")
+    chain = _read_layers(path.parent / parent, seen + (path,)) if parent else []
+    return chain + [(path, data)]
+
+
+def _merge(layers: list[tuple[Path, dict]]) -> tuple[dict, dict]:
+    """Merge per key inside each section; remember which file set each key."""
+    merged: dict[str, dict] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    for path, data in layers:
+        for section, body in data.items():
+            merged.setdefault(section, {}).update(body)
+            for key in body:
+                origin[(section, key)] = path
+            origin.setdefault((section, ""), path)
+    return merged, origin
+
+
+def _rel(path: Path | None) -> str:
+    if path is None:
+        return "<parameters>"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _explain(err: ValidationError, origin: dict, chain: str) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"]]
+        section = loc[0] if loc else ""
+        key = loc[1] if len(loc) > 1 else ""
+        where = _rel(origin.get((section, key)) or origin.get((section, "")))
+        model = SECTIONS.get(section)
+        if e["type"] == "extra_forbidden" and len(loc) == 1:
+            hint = difflib.get_close_matches(section, SECTIONS, n=1)
+            lines.append(f"{where}: unknown section '{section}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + f". Allowed sections: {', '.join(SECTIONS)}.")
+        elif e["type"] == "extra_forbidden" and model:
+            hint = difflib.get_close_matches(key, model.model_fields, n=1)
+            lines.append(f"{where}: unknown key '{section}.{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + f". Allowed keys in '{section}': {', '.join(model.model_fields)}.")
+        elif e["type"] == "missing":
+            name = f"{section}.{key}" if key else section
+            doc = model.model_fields[key].description if model and key in model.model_fields else ""
+            lines.append(f"missing '{name}' (set it in one of: {chain}){': ' + doc if doc else ''}.")
+        elif len(loc) == 1:  # a rule across several keys of one section
+            files = sorted({_rel(f) for (sec, k), f in origin.items() if sec == section and k}) or [where]
+            lines.append(f"section '{section}' (set in {', '.join(files)}): {e['msg'].removeprefix('Value error, ')}.")
+        else:
+            name = ".".join(loc)
+            doc = model.model_fields[key].description if model and key in model.model_fields else ""
+            value = e.get("input")
+            lines.append(f"{where}: '{name}' = {value!r} is not allowed: {e['msg']}" + (f". It is: {doc}" if doc else "."))
+    return lines
+
+
+def validate(merged: dict, origin: dict | None = None, chain: str = "<parameters>") -> Params:
+    """Validate a merged ``section -> key -> value`` mapping; raise ParamsError listing every problem."""
+    try:
+        return Params.model_validate(merged)
+    except ValidationError as e:
+        raise ParamsError("invalid parameters:\n  - " + "\n  - ".join(_explain(e, origin or {}, chain))) from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Params:
+    """Load a params file with its ``extends`` chain, apply ``section.key=value`` overrides, validate."""
+    layers = _read_layers(Path(path))
+    merged, origin = _merge(layers)
+    for item in overrides or []:
+        name, sep, raw = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise ParamsError(f"override '{item}' must look like section.key=value (e.g. run.seed=1)")
+        merged.setdefault(section, {})[key] = yaml.safe_load(raw)
+        origin[(section, key)] = Path(f"--set {name}")
+    chain = " <- ".join(_rel(p) for p, _ in reversed(layers))
+    return validate(merged, origin, chain)
+
+
+# --------------------------------------------------------------------------- notebooks
+def flat_names(sections: list[str] | tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """``{"model_hidden_size": ("model", "hidden_size"), ...}`` for the given sections."""
+    out = {}
+    for s in sections:
+        for k in SECTIONS[s].model_fields:
+            flat = f"{s}_{k}"
+            if flat in out:
+                raise AssertionError(f"flat parameter name collision: {flat}")
+            out[flat] = (s, k)
+    return out
+
+
+def to_flat(params: Params, sections: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The notebook parameters of a stage that uses ``sections``."""
+    return {flat: params.section(s)[k] for flat, (s, k) in flat_names(sections).items()}
+
+
+def from_flat(namespace: dict[str, Any], sections: list[str] | tuple[str, ...]) -> Params:
+    """Rebuild and validate the stage's sections from a notebook's flat parameters.
+
+    Sections the stage does not use are taken from ``params/tiny.yaml`` so that the
+    returned object is complete; only the stage's own sections come from ``namespace``.
+    """
+    from lib.paths import PARAMS_DIR
+
+    missing = [flat for flat in flat_names(sections) if flat not in namespace]
+    if missing:
+        raise ParamsError(f"notebook parameters missing: {missing}; the parameters cell must define them")
+    merged, _ = _merge(_read_layers(PARAMS_DIR / "tiny.yaml"))
+    for s in sections:
+        merged[s] = {}
+    for flat, (s, k) in flat_names(sections).items():
+        merged[s][k] = namespace[flat]
+    return validate(merged, chain="the notebook's parameters cell")
+
+
+def describe() -> str:
+    """Every parameter with its type and documentation, grouped by section."""
+    lines = []
+    for name, model in SECTIONS.items():
+        lines.append(f"{name}:")
+        for key, f in model.model_fields.items():
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            lines.append(f"  {key:<24} {ann:<28} {f.description}")
+    return "\n".join(lines)
+
+
+def parameters_cell(sections: list[str] | tuple[str, ...], values: Params) -> str:
+    """The source of a stage notebook's ``parameters`` cell: one documented line per parameter.
+
+    Defaults are the embedded default's (``params/tiny.yaml``) so the notebook runs as is in
+    JupyterLab; the runner injects the chosen params file's values below it. Generated by
+    ``python -m lib.recipe --sync-notebooks`` and checked by the tests, so it cannot drift.
+    """
+    lines = ["# Parameters: defaults = params/tiny.yaml (the embedded default).",
+             "# `python -m lib.recipe PARAMS.yaml` injects the values of the file it runs; the schema and",
+             "# full documentation of every key is lib/params.py (`python -m lib.recipe --describe`)."]
+    for s in sections:
+        lines.append(f"\n# --- {s}")
+        dumped = values.section(s)
+        for key, f in SECTIONS[s].model_fields.items():
+            lines.append(f"{s}_{key} = {dumped[key]!r}  # {f.description}")
+    return "\n".join(lines)

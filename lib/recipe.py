@@ -1,0 +1,205 @@
+"""The reference run: execute the stage notebooks in order with papermill.
+
+    python -m lib.recipe params/tiny.yaml                 # the whole recipe
+    python -m lib.recipe params/tiny.yaml --dry-run       # validate params, print the plan
+    python -m lib.recipe params/tiny.yaml --only 00       # one stage (number or name)
+    python -m lib.recipe params/tiny.yaml --from 03       # a stage and everything after it
+    python -m lib.recipe params/tiny.yaml --set run.seed=1 --force
+    python -m lib.recipe --describe                       # every parameter, documented
+
+Each stage runs into ``outputs/<run>/<NN_stage>/`` (executed notebook included). A stage
+whose manifest fingerprint matches its current inputs (params, notebook code, upstream
+stages) is skipped; ``--force`` reruns the selected stages anyway. A failing stage stops the
+run and names the executed notebook that holds the error. One line per stage on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lib import artifacts, params as params_mod, stages
+from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
+
+KERNEL = "phi4mr"
+
+
+def ensure_kernel() -> str:
+    """Register this interpreter as the Jupyter kernel the notebooks name, if it is not already.
+
+    Papermill would otherwise pick whatever ``python3`` kernel the user's Jupyter knows, which
+    may be another environment without this project installed (STACK_NOTES.md).
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+        if Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return KERNEL
+    except NoSuchKernel:
+        pass
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL,
+                    "--display-name", "Python (phi4-mini-reasoning)"], check=True, capture_output=True)
+    return KERNEL
+
+
+def parameters_source(nb: dict) -> tuple[int, str]:
+    """Index and source of the cell tagged ``parameters`` in a notebook (JSON dict)."""
+    for i, cell in enumerate(nb["cells"]):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell["source"]
+            return i, "".join(src) if isinstance(src, list) else src
+    raise ValueError("notebook has no cell tagged 'parameters'")
+
+
+def sync_notebooks() -> list[Path]:
+    """Regenerate the parameters cell of every stage notebook; return the ones that changed."""
+    tiny = params_mod.load(PARAMS_DIR / "tiny.yaml")
+    changed = []
+    for s in stages.STAGES:
+        path = NOTEBOOKS_DIR / f"{s.name}.ipynb"
+        nb = json.loads(path.read_text())
+        i, old = parameters_source(nb)
+        new = params_mod.parameters_cell(s.sections, tiny)
+        if new != old:
+            nb["cells"][i]["source"] = new.splitlines(keepends=True)
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+def select(only: list[str] | None, start: str | None) -> list[stages.Stage]:
+    if only and start:
+        raise SystemExit("use either --only or --from, not both")
+    if only:
+        chosen = {stages.get(n).name for n in only}
+        return [s for s in stages.STAGES if s.name in chosen]
+    if start:
+        first = stages.STAGES.index(stages.get(start))
+        return list(stages.STAGES[first:])
+    return list(stages.STAGES)
+
+
+def plan(p: params_mod.Params, chosen: list[stages.Stage], force: bool) -> list[tuple[stages.Stage, str]]:
+    """(stage, action) with action 'run' or 'skip'. Checks that unselected dependencies exist."""
+    names = {s.name for s in chosen}
+    out = []
+    for s in chosen:
+        for dep in s.deps:
+            if dep not in names and artifacts.read_manifest(artifacts.stage_dir(p, dep)) is None:
+                raise SystemExit(f"stage {s.name} needs {dep}, which has not completed for run "
+                                 f"'{p.run.name}' and is not selected; add it (e.g. --from {dep})")
+        # A stage downstream of one that will run is rerun too (its upstream fingerprint changes).
+        upstream_runs = any(a == "run" and t.name in s.deps for t, a in out)
+        current = not force and not upstream_runs and artifacts.is_current(p, s.name)
+        out.append((s, "skip" if current else "run"))
+    return out
+
+
+def _fmt_elapsed(sec: float) -> str:
+    m, s = divmod(int(round(sec)), 60)
+    return f"{m}m{s:02d}s" if m else f"{sec:.1f}s"
+
+
+def _key_metric(stage: stages.Stage, directory: Path) -> str:
+    f = directory / artifacts.METRICS
+    if not stage.key_metric or not f.is_file():
+        return ""
+    value = json.loads(f.read_text()).get(stage.key_metric)
+    if isinstance(value, float):
+        value = f"{value:.4g}"
+    return f" | {stage.key_metric} {value}"
+
+
+def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
+    """Run one stage notebook with papermill; raise SystemExit naming the executed notebook on failure."""
+    import papermill as pm
+
+    d = artifacts.stage_dir(p, stage.name)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / artifacts.MANIFEST).unlink(missing_ok=True)
+    out_nb = d / f"{stage.name}.ipynb"
+    t0 = time.time()
+    try:
+        pm.execute_notebook(
+            str(NOTEBOOKS_DIR / f"{stage.name}.ipynb"), str(out_nb),
+            parameters=params_mod.to_flat(p, stage.sections),
+            kernel_name=kernel, cwd=str(ROOT), progress_bar=False, log_output=False,
+        )
+    except pm.PapermillExecutionError as e:
+        raise SystemExit(f"✗ {stage.name} failed after {_fmt_elapsed(time.time() - t0)}: {e.ename}: {e.evalue}\n"
+                         f"  the executed notebook with the error (cell {e.exec_count}): {out_nb}") from None
+    if not artifacts.is_current(p, stage.name):
+        raise SystemExit(f"✗ {stage.name} ran but did not write a matching {artifacts.MANIFEST} in {d} "
+                         f"(its last cell must call stage.finish(...)); see {out_nb}")
+    return time.time() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.recipe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("params", nargs="?", help="params YAML file, e.g. params/tiny.yaml")
+    ap.add_argument("--only", nargs="+", metavar="STAGE", help="run just these stages (number or name)")
+    ap.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and all after it")
+    ap.add_argument("--dry-run", action="store_true", help="validate params and print the plan; run nothing")
+    ap.add_argument("--force", action="store_true", help="rerun selected stages even if up to date")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one parameter (repeatable)")
+    ap.add_argument("--describe", action="store_true", help="print every parameter with its documentation")
+    ap.add_argument("--sync-notebooks", action="store_true",
+                    help="rewrite each notebook's parameters cell from params/tiny.yaml and the schema")
+    args = ap.parse_args(argv)
+
+    if args.describe:
+        print(params_mod.describe())
+        return 0
+    if args.sync_notebooks:
+        for path in sync_notebooks():
+            print(f"updated {path}")
+        return 0
+    if not args.params:
+        ap.error("a params file is required, e.g. params/tiny.yaml")
+    try:
+        p = params_mod.load(args.params, args.overrides)
+    except params_mod.ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        chosen = select(args.only, args.start)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    steps = plan(p, chosen, args.force)
+    root = artifacts.run_dir(p)
+    print(f"recipe '{p.run.name}' from {args.params} -> {root}")
+    for s, action in steps:
+        print(f"  {s.name:<18} {action:<4}  {s.title}")
+    if args.dry_run:
+        print("dry run: parameters are valid; nothing was executed")
+        return 0
+
+    kernel = ensure_kernel()
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.params, root / "params.yaml") if Path(args.params).is_file() else None
+    t_all = time.time()
+    for s, action in steps:
+        d = artifacts.stage_dir(p, s.name)
+        if action == "skip" and artifacts.is_current(p, s.name):
+            print(f"= {s.name:<18} up to date, skipped{_key_metric(s, d)}", flush=True)
+            continue
+        print(f"▶ {s.name:<18} running (notebook: {d / (s.name + '.ipynb')})", flush=True)
+        try:
+            elapsed = execute(p, s, kernel)
+        except SystemExit as e:
+            print(e, file=sys.stderr, flush=True)
+            return 1
+        print(f"✓ {s.name:<18} {_fmt_elapsed(elapsed):>7}{_key_metric(s, d)}", flush=True)
+    print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

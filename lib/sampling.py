@@ -1,0 +1,80 @@
+"""The shared sampler: checkpoint + prompts -> n completions each, formatted exactly as training.
+
+Prompts go through :func:`lib.chat.prompt_text` (chat template + the paper's instruction).
+Generation is batched with the KV cache on CPU or GPU; prompts are sorted by length so a batch
+carries little left padding, and results come back in the caller's order. Each completion
+records whether it finished with EOS (``finished``) and its token count, which evaluation
+reports as the truncated share and response length.
+
+vLLM is used only when asked for (``use_vllm=True``) and installed; otherwise, or on CPU,
+transformers' ``generate`` does the work. Sampling is seeded per batch, so a run is
+reproducible for a given seed, batch size and device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from lib.chat import prompt_text
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str        # decoded answer, special tokens removed (think tags are kept)
+    n_tokens: int    # generated tokens including the EOS when present
+    finished: bool   # ended with EOS before the max_new_tokens budget ran out
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@torch.inference_mode()
+def sample(model, tokenizer, problems: list[str], *, n: int = 1, temperature: float = 0.6,
+           top_p: float = 0.95, max_new_tokens: int = 256, batch_size: int = 32, seed: int = 0,
+           multiple_choice: bool = False, progress: bool = True) -> list[list[Completion]]:
+    """Generate ``n`` completions for each problem; ``temperature=0`` means greedy (then n must be 1)."""
+    if temperature == 0 and n > 1:
+        raise ValueError("greedy decoding (temperature=0) gives n identical samples; use n=1 or temperature>0")
+    prompts = [prompt_text(tokenizer, p, multiple_choice) for p in problems]
+    jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    jobs.sort(key=lambda ij: (lengths[ij[0]], ij))
+    out: list[list[Completion | None]] = [[None] * n for _ in prompts]
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    try:
+        bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
+        for b, start in enumerate(range(0, len(jobs), batch_size)):
+            chunk = jobs[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            torch.manual_seed(seed * 1_000_003 + b)
+            kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+            if temperature > 0:
+                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+            gen = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
+            for (i, j), row in zip(chunk, gen.tolist()):
+                if eos in row:
+                    row = row[:row.index(eos) + 1]
+                    finished = True
+                else:
+                    row = [t for t in row if t != tokenizer.pad_token_id]
+                    finished = False
+                out[i][j] = Completion(tokenizer.decode(row, skip_special_tokens=True), len(row), finished)
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return out  # type: ignore[return-value]

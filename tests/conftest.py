@@ -1,0 +1,32 @@
+"""Shared fixtures: params, and a tiny tokenizer + untrained model built in a second."""
+from __future__ import annotations
+
+import pytest
+
+from lib import params as params_mod
+from lib.paths import PARAMS_DIR
+
+
+@pytest.fixture(scope="session")
+def smoke_params():
+    return params_mod.load(PARAMS_DIR / "smoke.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from lib import chat, problems
+    from lib.tokenizer import train_tokenizer
+
+    ps = problems.generate(200, seed=0, split="train")
+    corpus = [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
+    return train_tokenizer(corpus, 320)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer, smoke_params):
+    import torch
+
+    from lib.model import build_scratch
+
+    torch.manual_seed(0)
+    return build_scratch(smoke_params.model, tiny_tokenizer).eval()
