@@ -64,12 +64,17 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def _check_local(path_or_id: str | os.PathLike) -> None:
+    """A path-looking name that does not exist is a clear error, not a hub lookup that fails later."""
+    p = Path(path_or_id)
+    if (p.is_absolute() or str(path_or_id).startswith(".") or isinstance(path_or_id, Path)) and not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}: run the stage that writes it first, or fix the path")
+
+
 def load(path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
          dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a checkpoint folder or hub id with its tokenizer (clear error if it is not there)."""
-    p = Path(path_or_id)
-    if (p.is_absolute() or str(path_or_id).startswith(".")) and not p.exists():
-        raise FileNotFoundError(f"no checkpoint at {p}: run the stage that writes it first")
+    _check_local(path_or_id)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype or "auto")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -99,6 +104,7 @@ def prepare_pretrained(path_or_id: str | os.PathLike) -> tuple[PreTrainedModel, 
     """
     from lib.chat import THINK_CLOSE, THINK_OPEN
 
+    _check_local(path_or_id)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype="auto")
     changes = []

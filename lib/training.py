@@ -1,6 +1,6 @@
 """Training wrappers around TRL, with settings that are right for the device.
 
-On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``) make training about
+On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation checkpointing) make training about
 3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md): both are turned off there; on CUDA
 bf16 is on. Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
 build on the same config) goes through :func:`sft_config` so these choices live in one place.
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+import datasets
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
@@ -32,7 +33,8 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
         max_length=cfg.max_length,
         bf16=on_cuda and dtype == torch.bfloat16,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
+        gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,
         packing=False,
         seed=seed,
@@ -54,6 +56,7 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig) -> dict:
     """
     if not rows:
         raise ValueError("no training rows: the stage's data subset is empty")
+    datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     t0 = time.time()
     result = trainer.train()

@@ -1,0 +1,136 @@
+"""The runner: plan, skip/rerun decisions, dry run, clear failures, and real smoke runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lib import artifacts, recipe, stages
+from lib import params as P
+from lib.paths import PARAMS_DIR, ROOT
+
+FAKE = (
+    stages.Stage("00_a", "A", ("run", "model"), key_metric="score"),
+    stages.Stage("01_b", "B", ("run", "eval"), deps=("00_a",)),
+    stages.Stage("02_c", "C", ("run",), deps=("01_b",)),
+)
+
+
+@pytest.fixture
+def fake_stages(monkeypatch, tmp_path):
+    """Three fake stages with fixed code hashes; params write to a temp output root."""
+    monkeypatch.setattr(stages, "STAGES", FAKE)
+    monkeypatch.setattr(stages, "BY_NAME", {s.name: s for s in FAKE})
+    monkeypatch.setattr(artifacts, "notebook_hash", lambda name: "code-" + name)
+    return lambda *overrides: P.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *overrides])
+
+
+def complete(p, name, metrics=None):
+    d = artifacts.stage_dir(p, name)
+    d.mkdir(parents=True, exist_ok=True)
+    artifacts.StageRun(name, p, d).finish(metrics or {})
+
+
+def actions(p, force=False, only=None, start=None):
+    return [a for _, a in recipe.plan(p, recipe.select(only, start), force)]
+
+
+def test_plan_skips_only_what_is_current(fake_stages):
+    p = fake_stages()
+    assert actions(p) == ["run", "run", "run"]
+    for s in FAKE:
+        complete(p, s.name)
+    assert actions(p) == ["skip", "skip", "skip"]
+    assert actions(p, force=True) == ["run", "run", "run"]
+    # a parameter only stage 01 reads: 01 reruns, and 02 with it (its upstream changes); 00 stays
+    assert actions(fake_stages("eval.top_p=0.9")) == ["skip", "run", "run"]
+    # a parameter of 00's section: everything downstream reruns
+    assert actions(fake_stages("model.hidden_size=64", "model.intermediate_size=64")) == ["run", "run", "run"]
+
+
+def test_stale_upstream_fingerprint_reruns_downstream(fake_stages):
+    p = fake_stages()
+    for s in FAKE:
+        complete(p, s.name)
+    complete(fake_stages("model.num_layers=3"), "00_a")  # 00 recomputed with other params
+    assert actions(p) == ["run", "run", "run"]
+
+
+def test_interrupted_stage_is_not_current(fake_stages):
+    p = fake_stages()
+    complete(p, "00_a")
+    (artifacts.stage_dir(p, "00_a") / artifacts.MANIFEST).unlink()  # as open_stage does on start
+    assert actions(p, only=["00"]) == ["run"]
+
+
+def test_select_and_missing_dependency(fake_stages):
+    p = fake_stages()
+    assert [s.name for s in recipe.select(["01"], None)] == ["01_b"]
+    assert [s.name for s in recipe.select(None, "01_b")] == ["01_b", "02_c"]
+    with pytest.raises(SystemExit, match="needs 00_a"):
+        recipe.plan(p, recipe.select(["01"], None), False)
+    with pytest.raises(KeyError, match="unknown stage"):
+        stages.get("99")
+
+
+def test_require_names_the_command(fake_stages):
+    p = fake_stages()
+    with pytest.raises(artifacts.MissingArtifactError, match="--only 00_a"):
+        artifacts.require(p, "00_a")
+
+
+def test_manifest_contents(fake_stages):
+    p = fake_stages()
+    complete(p, "00_a", {"score": 0.5})
+    complete(p, "01_b")
+    m = artifacts.read_manifest(artifacts.stage_dir(p, "01_b"))
+    assert m["params_hash"] == p.hash(("run", "eval"))
+    assert m["upstream"]["00_a"]["fingerprint"] == artifacts.read_manifest(artifacts.stage_dir(p, "00_a"))["fingerprint"]
+    assert set(m["params"]) == {"run", "eval"}
+    assert m["versions"]["torch"] and m["versions"]["transformers"]
+    assert "commit" in m["git"]
+    assert json.loads((artifacts.stage_dir(p, "00_a") / artifacts.METRICS).read_text()) == {"score": 0.5}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "lib.recipe", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
+    r = cli("params/smoke.yaml", "--dry-run", "--set", f"run.output_root={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "00_base_model" in r.stdout and "dry run" in r.stdout
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_misspelled_key_fails_naming_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {PARAMS_DIR / 'smoke.yaml'}\nbase_pretrain:\n  learning_rate: 0.1\n")
+    r = cli(str(bad), "--dry-run")
+    assert r.returncode == 2
+    assert "unknown key 'base_pretrain.learning_rate'" in r.stderr and "bad.yaml" in r.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_skip_and_failure(tmp_path):
+    """Real notebooks through papermill: run, skip on rerun, rerun on change, fail loudly."""
+    out = f"run.output_root={tmp_path}"
+    r = cli("params/smoke.yaml", "--set", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "✓ 00_base_model" in r.stdout and "heldout_accuracy" in r.stdout
+    stage = tmp_path / "smoke" / "00_base_model"
+    for f in ("manifest.json", "metrics.json", "00_base_model.ipynb", "model/config.json"):
+        assert (stage / f).is_file(), f
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["n_params"] > 0 and 0 <= metrics["heldout_accuracy"] <= 1 and metrics["tokens_seen"] > 0
+
+    r = cli("params/smoke.yaml", "--set", out)
+    assert r.returncode == 0 and "up to date, skipped" in r.stdout, r.stdout + r.stderr
+
+    r = cli("params/smoke.yaml", "--set", out, "--set", "model.init=/nonexistent/checkpoint")
+    assert r.returncode == 1
+    assert "✗ 00_base_model failed" in r.stderr and str(stage / "00_base_model.ipynb") in r.stderr
+    assert not (stage / "manifest.json").exists()  # a failed stage never looks complete
