@@ -1,0 +1,1105 @@
+"""Answer extraction and checking: is a model's final answer equal to the reference?
+
+Used by evaluation (pass@1, pass@k, cons@k), by data filtering (only verified-correct
+rollouts feed mid-training and SFT; incorrect ones become DPO "rejected" samples) and by the
+RL reward (+1 if the final answer verifies, -1 otherwise; Xu et al. 2025, "Phi-4-Mini-Reasoning",
+arXiv 2504.21233). All of them call the same `Verifier.check`, so a number in the report and a
+reward in training mean the same thing.
+
+Extraction (`extract_answer`)
+-----------------------------
+* The answer is the content of the LAST complete `\\boxed{...}` or `\\fbox{...}` (braces matched,
+  escaped `\\{` `\\}` ignored; `\\boxed 5` without braces also accepted) in the answer region.
+* The answer region is the text after the LAST `</think>`. A completion with no think tag at all
+  is searched whole. `<think>` with no `</think>` after it (the model never stopped reasoning,
+  typically truncated at max length) has no answer region.
+* So: no box, an unclosed think block, a box only inside the think block, or an empty box =>
+  no answer (`None`), never an exception.
+* `prediction_to_answer(text)` also accepts bare answers ("3/4", "(1, 2)", "$\\frac{3}{4}$"):
+  text containing a box or a think tag goes through `extract_answer`; other text of at most
+  `MAX_BARE_ANSWER_CHARS` (300) characters is the answer itself (math delimiters `$..$`,
+  `\\(..\\)`, `\\[..\\]` stripped); longer unboxed text is a completion that gave no answer.
+  `Verifier.check` and the CLI accept either kind of prediction through this function.
+
+Checking (`Verifier.check`, `check`)
+------------------------------------
+math-verify (huggingface/Math-Verify 0.9) decides, GOLD FIRST: `verify(gold, pred)` is not
+symmetric (gold `1 < x < 2` accepts the prediction `(1,2)`, gold `(1,2)` rejects the
+prediction `1 < x < 2`). Both sides are wrapped as `\\boxed{...}` before parsing so that LaTeX
+answers and plain ones ("3/4") parse the same way. A gold that is a single letter A-E (GPQA,
+MATH's `\\text{(C)}`) is compared as a multiple-choice letter, in the parent, without sympy.
+The result is a frozen `Check(equal, answer, checker, reason)`:
+
+=========================================  ==========  ===============  =====================
+situation                                  equal       checker          reason
+=========================================  ==========  ===============  =====================
+answers equivalent                         True        "math_verify"    "equal"
+answers differ                             False       "math_verify"    "not_equal"
+answer does not parse at all               False       "math_verify"    "answer_unparsable"
+no answer extracted (see above)            False       "extract"        "no_answer" / ...
+gold is a letter A-E, answer a letter      True/False  "choice"         "equal"/"not_equal"
+second opinion overturned a rejection      True        "judge:<name>"   "recovered: ..."
+gold empty or unparsable                   None        "math_verify"    "gold_unparsable"
+answer/gold too long or nested too deep    None        "prefilter"      "too_long"/"too_deep"
+check exceeded its deadline                None        "deadline"       "timeout" / "killed"
+worker crashed / checker raised            None        "deadline"/"error" "worker_died"/"error"
+=========================================  ==========  ===============  =====================
+
+Reasons for "extract": "unclosed_think", "box_only_in_think", "no_box" (unboxed text longer than
+a bare answer), "empty", "no_answer". Reasons for "prefilter" name the side: "too_long: answer".
+
+Why a missing answer is False but a timeout is None: a model that gives no final answer has
+answered wrongly (the paper's reward is -1 for it), whereas a gold that cannot be parsed or a
+check that ran out of time says nothing about the model. `None` is "cannot verify": callers
+count and report it separately (`Verifier.stats`), never silently as wrong. A reward function
+has to choose what to do with None; treating it as -1 is the conservative choice.
+
+Time bound
+----------
+math-verify's own timeouts use `signal.alarm`, which (a) fails outside the main thread and
+(b) cannot interrupt C code that never returns to the interpreter (a catastrophic regex, a
+huge-integer power); on timeout math-verify also returns False ("wrong") rather than "unknown".
+So its timeouts are switched off and the bound is ours:
+
+* `Verifier(workers=N>=1)`: N spawned worker processes. Inside a worker, a soft `setitimer`
+  deadline of `timeout_s` interrupts ordinary Python/sympy loops (the worker survives); the
+  parent also enforces a hard wall-clock deadline of `timeout_s + kill_grace_s` and kills and
+  replaces a worker that has not answered by then. The bound holds even if sympy ignores signals.
+* `Verifier(workers=0)`: in-process, with the soft `setitimer` deadline only (main thread only;
+  POSIX only). Good for a handful of checks in a notebook or inside another worker process.
+* A cheap pre-filter runs first: answers/golds longer than `MAX_ANSWER_CHARS` (1,000; the
+  longest MATH-500 answer has 53) or nested deeper than `MAX_NESTING` (12 levels of {[( ; the
+  deepest MATH-500 answer has 2) are unverifiable at once, without touching sympy. The cost
+  of nesting is exponential: `\\frac{` nested 12 deep takes 0.08 s, 15 deep 1 s, 19 deep more
+  than 5 s, 50 deep more than 20 s.
+
+Second opinion
+--------------
+The paper re-checks math-verify *rejections* with an LLM judge (GPT-4o-mini) to recover false
+negatives. A `Judge` is consulted only for checks that came out `equal=False` from math-verify
+with an extracted answer (never for missing answers, never for True or None). Two judges:
+`RuleJudge` (offline, deterministic normaliser + exact numeric comparison; the default second
+opinion of the CLI) and `LLMJudge(complete)` (prompt `JUDGE_PROMPT`, one-word YES/NO verdict).
+A judge that returns None (error, unparseable reply) leaves the rejection standing and is counted.
+`Verifier(judge=None)` (the default) is math-verify alone; the CLI defaults to `--judge rule`.
+
+math-verify 0.9 quirks found here (rows in tests/test_verify_cases_real_outputs.py)
+--------------------------------------------------------------------------------------
+* `\\boxed{104.}` (trailing period inside the box, AoPS style) is not 104; `\\textbf{(073)}`
+  (AIME zero-padded) is not 73. RuleJudge recovers both.
+* A bare `(1, 2)` given to math-verify's `parse` becomes the number 2 (the last number in
+  the text); wrapped as `$(1, 2)$` or `\\boxed{(1, 2)}` it becomes Interval.open(1, 2), and
+  `(2, 1)` or `(1, -2)` a Tuple (STACK_NOTES calls the wrapped form a tuple; in 0.9.0 it is an
+  interval whenever the first element is smaller). We always wrap, so equal pairs agree and
+  swapped pairs are rejected; only the sympy type differs.
+* `10\\%` vs `10` and `25\\%` vs `0.25` are both accepted (percent is ambiguous by design).
+* On its own timeout math-verify returns False (wrong), not "unknown": hence our deadline.
+* Nested `\\frac` cost grows exponentially with depth (see Time bound).
+
+Where it runs
+-------------
+Worker processes are spawned (not forked: fork is unsafe once torch or tokenizers hold
+threads) and import `lib.verify`, so a Verifier works from a Jupyter notebook, from a script
+(guard it with `if __name__ == "__main__":`), from threads (workers >= 1), and from other worker
+processes; inside a daemonic process (multiprocessing.Pool), which may not have children, it
+falls back to in-process checking with a warning.
+
+CLI
+---
+`python -m lib.verify --jsonl FILE [--out OUT.jsonl] [--workers N] [--timeout S]
+[--judge rule|none] [--skip-bad [--rejects R.jsonl]]`: rows with `gold` and `prediction`
+(optional `id`, `problem`) in, the same rows plus `equal`, `answer`, `checker`, `reason` out;
+a summary line on stderr. A malformed row stops the run with its line number (exit code 2)
+unless `--skip-bad`, which writes it to the rejects file and goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+# Pre-filter caps (see module docstring for the numbers behind them).
+MAX_ANSWER_CHARS = 1_000
+MAX_NESTING = 12
+# Unboxed text up to this long is taken as a bare answer ("3/4", a 2x2 matrix); the longest
+# MATH-500 answer has 53 characters.
+MAX_BARE_ANSWER_CHARS = 300
+DEFAULT_TIMEOUT_S = 5.0
+# Extra time the parent gives a worker after the in-worker soft deadline before killing it.
+DEFAULT_KILL_GRACE_S = 1.0
+# A spawned worker imports sympy + math-verify and warms up in ~1-3 s on a busy 2-core box.
+WORKER_STARTUP_TIMEOUT_S = 120.0
+# Tasks in flight per worker (see Verifier._run_pool).
+PIPELINE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Check:
+    """Outcome of one check. `equal`: True / False / None (= cannot verify).
+
+    `answer` is the extracted final answer (None if none was found), `checker` who decided
+    ("math_verify", "choice", "extract", "prefilter", "deadline", "judge:<name>", "error"),
+    `reason` a short machine-readable why ("equal", "not_equal", "no_answer", "timeout", ...).
+    """
+
+    equal: bool | None
+    answer: str | None
+    checker: str
+    reason: str
+
+    @property
+    def correct(self) -> bool:
+        """True only for a verified-equal answer (None counts as not correct)."""
+        return self.equal is True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+_BOX_CMD_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# An escape (`\{`, `\\`) is consumed whole so that `\{` is not a brace but `\\{` is.
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+_MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
+
+
+def answer_region(completion: str) -> str | None:
+    """The part of a completion where the final answer may be, or None if there is none.
+
+    After the last `</think>`; the whole text when there is no think tag at all; None when a
+    `<think>` is never closed (that includes a `<think>` reopened after the last `</think>`).
+    """
+    if THINK_CLOSE in completion:
+        region = completion.rsplit(THINK_CLOSE, 1)[1]
+        return None if THINK_OPEN in region else region
+    if THINK_OPEN in completion:
+        return None
+    return completion
+
+
+def _matching_braces(text: str, start: int) -> dict[int, int]:
+    """Map each `{` at or after `start` to its matching `}` in one linear pass (escapes skipped).
+
+    Linear so that a 1 MB string of unbalanced `\\boxed{` costs one scan, not one per box.
+    """
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for m in _BRACE_TOKEN_RE.finditer(text, start):
+        tok = m.group()
+        if tok == "{":
+            stack.append(m.start())
+        elif tok == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
+def _boxed_contents(text: str) -> list[tuple[int, str]]:
+    """(end position, content) of every complete `\\boxed{...}` / `\\fbox{...}` (incomplete skipped)."""
+    commands = list(_BOX_CMD_RE.finditer(text))
+    if not commands:
+        return []
+    pairs = _matching_braces(text, commands[0].start())
+    out = []
+    for m in commands:
+        i = m.end()
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            close = pairs.get(i)
+            if close is not None:
+                out.append((close, text[i + 1 : close]))
+        elif i > m.end() and i < len(text):
+            # `\boxed 5` (TeX allows a single token argument); stop at space or math delimiter.
+            token = re.match(r"[^\s$]+", text[i:])
+            if token:
+                out.append((i + token.end(), token.group()))
+    return out
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the box that ends last in `text` (the outer one when boxes nest), non-empty.
+
+    `\\boxed{\\boxed{x}}` unwraps to `x`; in `\\boxed{1 + \\fbox{2}}` the answer is `1 + \\fbox{2}`.
+    """
+    for _, content in sorted(_boxed_contents(text), reverse=True):
+        content = content.strip()
+        while (inner := _whole_box(content)) is not None:  # \boxed{\boxed{5}} -> 5
+            content = inner.strip()
+        if content:
+            return content
+    return None
+
+
+def _whole_box(s: str) -> str | None:
+    """If all of `s` is one `\\boxed{...}`, its content; else None (`\\boxed{a}{b}` is not)."""
+    m = _BOX_CMD_RE.match(s)
+    if not m:
+        return None
+    i = m.end()
+    while i < len(s) and s[i] in " \t":
+        i += 1
+    if i < len(s) and s[i] == "{" and _matching_braces(s, i).get(i) == len(s) - 1:
+        return s[i + 1 : -1]
+    return None
+
+
+def extract_answer(completion: str) -> str | None:
+    """The final answer of a completion: the last box after the reasoning block, or None.
+
+    See the module docstring for the exact rules. Never raises on odd text; raises TypeError
+    if `completion` is not a string.
+    """
+    if not isinstance(completion, str):
+        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
+    region = answer_region(completion)
+    return None if region is None else last_boxed(region)
+
+
+def strip_math_delimiters(text: str) -> str:
+    s = text.strip()
+    for left, right in _MATH_DELIMS:
+        if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+            return s[len(left) : len(s) - len(right)].strip()
+    return s
+
+
+def prediction_to_answer(text: str) -> str | None:
+    """Answer from either a whole completion (box / think tags present) or a bare answer.
+
+    Text with no box and no think tag is a bare answer only if it is at most
+    `MAX_BARE_ANSWER_CHARS` long; a longer one is a completion that forgot to box its answer
+    (None: no answer), not a 2,000-character "answer" to be parsed.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"prediction must be a str, got {type(text).__name__}")
+    if THINK_OPEN in text or THINK_CLOSE in text or _BOX_CMD_RE.search(text):
+        return extract_answer(text)
+    answer = strip_math_delimiters(text)
+    if len(answer) > MAX_BARE_ANSWER_CHARS:
+        return None
+    return answer or None
+
+
+def _clip(s: str, keep: int = 200) -> str:
+    """Keep result rows small: an absurd 1 MB "answer" is stored as its first 200 characters."""
+    return s if len(s) <= keep else s[:keep] + f"...[{len(s) - keep} more chars]"
+
+
+def _why_no_answer(prediction: str) -> str:
+    if THINK_OPEN in prediction and answer_region(prediction) is None:
+        return "unclosed_think"
+    if not prediction.strip():
+        return "empty"
+    if not _BOX_CMD_RE.search(prediction) and len(prediction.strip()) > MAX_BARE_ANSWER_CHARS:
+        return "no_box"
+    if _BOX_CMD_RE.search(prediction) and THINK_CLOSE in prediction:
+        region = answer_region(prediction) or ""
+        if not _BOX_CMD_RE.search(region):
+            return "box_only_in_think"
+    return "no_answer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-filter and multiple choice (cheap, pure; run in the parent)
+# ---------------------------------------------------------------------------------------------
+
+
+def nesting_depth(s: str) -> int:
+    """Deepest nesting of (), [], {} (escaped braces count too: they nest the parser as well)."""
+    depth = best = 0
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+    return best
+
+
+def prefilter(s: str, max_chars: int = MAX_ANSWER_CHARS, max_nesting: int = MAX_NESTING) -> str | None:
+    """Reason to refuse `s` as unverifiable without parsing it ("too_long"/"too_deep"), or None."""
+    if len(s) > max_chars:
+        return "too_long"
+    if nesting_depth(s) > max_nesting:
+        return "too_deep"
+    return None
+
+
+_CHOICE_RE = re.compile(
+    r"^\s*(?:\\text(?:bf)?\{\s*)?(?:option\s*|choice\s*)?\(?\s*([A-Ea-e])\s*\)?[.:]?\s*\}?\s*$"
+)
+# A prediction may repeat the option text after its letter: `(B) 5`, `\textbf{(B) } 5`, `B) 5`.
+_CHOICE_WITH_TEXT_RE = re.compile(r"^\s*(?:\\text(?:bf)?\{\s*)?(?:\(([A-E])\)|([A-E])\))")
+
+
+def choice_letter(s: str, *, gold: bool = False) -> str | None:
+    """`A`, `(A)`, `\\text{(A)}`, `\\textbf{B}`, `C)` -> the upper-case letter; anything else None.
+
+    For a gold only a bare upper-case letter counts (a lower-case `e` is more likely Euler's
+    number); a prediction may also be a letter in parentheses followed by the option's text.
+    """
+    m = _CHOICE_RE.match(s)
+    if m:
+        letter = m.group(1)
+        if gold and not letter.isupper():
+            return None
+        return letter.upper()
+    if not gold:
+        m = _CHOICE_WITH_TEXT_RE.match(s)
+        if m and len(set(re.findall(r"\(([A-E])\)|\b([A-E])\)", s)) - {("", "")}) <= 1:
+            return m.group(1) or m.group(2)  # exactly one letter named: "(A) or (B)" is a hedge
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The math-verify check itself (runs in a worker process, or in-process under a timer)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Deadline(BaseException):
+    """Raised by our SIGALRM handler. A BaseException so that math-verify's `except Exception`
+    (and its `except TimeoutException`, which would turn a timeout into False) let it through."""
+
+
+class _DropTimeoutDisabledWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+_MV_LOGGING_DONE = False
+
+
+def _quiet_math_verify() -> None:
+    """math-verify warns once that its timeouts are off; they are off on purpose (ours are on)."""
+    global _MV_LOGGING_DONE
+    if not _MV_LOGGING_DONE:
+        for name in ("math_verify.parser", "math_verify.grader"):
+            logging.getLogger(name).addFilter(_DropTimeoutDisabledWarning())
+        _MV_LOGGING_DONE = True
+
+
+def _parse(latex: str) -> list:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    wrapped = "\\boxed{" + latex + "}"
+    return parse(
+        wrapped,
+        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=None,  # type: ignore[arg-type]  # our deadline, see module docstring
+    )
+
+
+@lru_cache(maxsize=8192)
+def _parse_gold(gold: str) -> tuple:
+    # Golds repeat (8-64 samples per problem); sympy objects are immutable, so caching is safe.
+    return tuple(_parse(gold))
+
+
+def math_verify_check(gold: str, answer: str) -> tuple[bool | None, str]:
+    """(equal, reason) from math-verify, gold first. No timeout of its own: callers bound it."""
+    from math_verify import verify
+
+    _quiet_math_verify()
+    gold_parsed = list(_parse_gold(gold))
+    if not gold_parsed:
+        return None, "gold_unparsable"
+    pred_parsed = _parse(answer)
+    if not pred_parsed:
+        return False, "answer_unparsable"
+    equal = verify(gold_parsed, pred_parsed, timeout_seconds=None)  # type: ignore[arg-type]
+    return bool(equal), "equal" if equal else "not_equal"
+
+
+@contextmanager
+def _soft_deadline(seconds: float):
+    """Raise `_Deadline` in the main thread after `seconds` (SIGALRM via setitimer, sub-second)."""
+    if not hasattr(signal, "setitimer"):
+        raise RuntimeError("In-process time bound needs POSIX signals; use Verifier(workers>=1).")
+
+    def handler(signum, frame):
+        raise _Deadline()
+
+    old_handler = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+
+
+def _run_bounded(check_fn: Callable, gold: str, answer: str, timeout_s: float) -> tuple:
+    """(equal, checker, reason) of `check_fn` under the soft deadline; never raises."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "In-process checks (Verifier(workers=0) or verify.check) bound their time with SIGALRM, "
+            "which only works in the main thread. From a thread, use Verifier(workers=1 or more)."
+        )
+    try:
+        with _soft_deadline(timeout_s):
+            equal, reason = check_fn(gold, answer)
+        return equal, "math_verify", reason
+    except _Deadline:
+        return None, "deadline", f"timeout: over {timeout_s:g} s"
+    except Exception as e:  # noqa: BLE001 - any failure of the checker is "cannot verify"
+        return None, "error", f"error: {type(e).__name__}"
+
+
+def _worker_main(conn, check_fn: Callable, timeout_s: float) -> None:
+    """Worker process loop: warm up, say "ready", then answer (index, gold, answer) tasks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a notebook is the parent's business
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        _run_bounded(math_verify_check, "\\frac{1}{2}", "0.5", 30.0)  # import + load parsers (~0.3 s)
+        conn.send(("ready", os.getpid()))
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            index, gold, answer = task
+            conn.send((index, _run_bounded(check_fn, gold, answer, timeout_s)))
+    except (BrokenPipeError, EOFError, OSError, KeyboardInterrupt):
+        return
+
+
+# ---------------------------------------------------------------------------------------------
+# Second opinion
+# ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A second opinion on a rejected answer: True (equivalent), False (not), None (cannot tell)."""
+
+    name: str
+
+    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None) -> bool | None: ...
+
+
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_SPACING_RE = re.compile(r"\\[,!;: ]|~|\\quad|\\qquad")
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree")
+_ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
+_NUM_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[+-]?\.\d+$")
+_FRAC_RE = re.compile(r"^([+-]?)\\frac\{([^{}]+)\}\{([^{}]+)\}$|^([+-]?)\\frac(\d)(\d)$")
+_SLASH_RE = re.compile(r"^([+-]?[\d.]+)\s*/\s*([\d.]+)$")
+_UNIT_TAIL_RE = re.compile(r"^(.*?\d)\s*([A-Za-z][A-Za-z ]*)$")
+
+
+def normalize_answer(s: str) -> str:
+    """A canonical string for simple answers: the RuleJudge's normaliser (also handy for voting).
+
+    Strips `$`, boxes, `\\left`/`\\right`, spacing commands, `\\text{..}`-like wrappers,
+    degrees, `\\%`/`%`, `\\$`, a leading `x =`, a trailing `.`; `\\dfrac`/`\\tfrac` -> `\\frac`;
+    `2{,}125` -> `2,125`; collapses spaces; lower-cases purely alphabetic words.
+    """
+    t = strip_math_delimiters(s)
+    inner = last_boxed(t) if _BOX_CMD_RE.search(t) else None
+    t = inner if inner is not None else t
+    t = t.replace("\\left", "").replace("\\right", "")
+    t = t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    t = _SPACING_RE.sub(" ", t)
+    for _ in range(3):  # \text{\textbf{x}} -> x
+        t = _TEXT_CMD_RE.sub(r"\1", t)
+    t = _DEGREE_RE.sub("", t)
+    t = t.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
+    t = t.replace("{,}", ",")
+    t = _ASSIGN_RE.sub("", t.strip())
+    t = re.sub(r"\s+", " ", t).strip().rstrip(".").strip()
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", t):
+        t = t.lower()
+    return t
+
+
+def exact_number(s: str) -> Fraction | None:
+    """Exact value of an integer, decimal, `a/b` or `\\frac{a}{b}` with numeric a, b; else None."""
+    s = s.replace(" ", "")
+    if _NUM_RE.match(s):
+        return Fraction(s.replace(",", ""))
+    m = _FRAC_RE.match(s)
+    if m:
+        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else (m.group(4), m.group(5), m.group(6))
+        a, b = exact_number(num), exact_number(den)
+        if a is None or b is None or b == 0:
+            return None
+        return -a / b if sign == "-" else a / b
+    m = _SLASH_RE.match(s)
+    if m:
+        a, b = exact_number(m.group(1)), exact_number(m.group(2))
+        if a is None or b is None or b == 0:
+            return None
+        return a / b
+    return None
+
+
+def _strip_units(s: str) -> str:
+    """`5 cm` -> `5`, `18 dollars` -> `18`; only when what remains is a plain number."""
+    m = _UNIT_TAIL_RE.match(s)
+    if m and exact_number(m.group(1)) is not None:
+        return m.group(1)
+    return s
+
+
+def _split_top_level(s: str) -> list[str]:
+    parts, depth, cur = [], 0, []
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts]
+
+
+def _unwrap_single(s: str) -> str:
+    """`(073)` -> `073`: parentheses around one number (AIME's `\\textbf{(073)}` style)."""
+    if len(s) > 2 and s[0] == "(" and s[-1] == ")" and exact_number(s[1:-1]) is not None:
+        return s[1:-1]
+    return s
+
+
+def _same_simple(gold: str, answer: str) -> bool:
+    g, a = _strip_units(normalize_answer(gold)), _strip_units(normalize_answer(answer))
+    if not g or not a:
+        return False
+    g, a = _unwrap_single(g), _unwrap_single(a)
+    if g[0] + g[-1] == a[0] + a[-1] and g[0] in "([" and g[-1] in ")]" and len(g) > 2 and len(a) > 2:
+        gp, ap = _split_top_level(g[1:-1]), _split_top_level(a[1:-1])
+        if len(gp) > 1 and len(gp) == len(ap):  # tuples / intervals: element-wise, order matters
+            return all(_same_simple(x, y) for x, y in zip(gp, ap))
+    fg, fa = exact_number(g), exact_number(a)
+    if fg is not None and fa is not None:
+        return fg == fa  # exact: 1/3 vs 0.333 stays unequal on purpose
+    return g.replace(" ", "") == a.replace(" ", "")
+
+
+@dataclass(frozen=True)
+class RuleJudge:
+    """Offline, deterministic second opinion: normalise both sides, then compare exactly.
+
+    Recovers formatting-only rejections (`x = 5` vs `5`, `2,125` vs `2125`, `5\\text{ cm}` vs
+    `5`, `\\dfrac{1}{2}` vs `0.5`, `30^\\circ` vs `30`). Numbers are compared as exact Fractions,
+    tuples element-wise in order, anything else as normalised strings, so it never accepts an
+    answer that differs in value. Known leniency: `1,234` is read as one thousand two hundred
+    thirty-four (a thousands separator), not as the list 1, 234.
+    """
+
+    name: str = "rule"
+
+    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
+        if prefilter(gold) or prefilter(answer):
+            return None
+        return _same_simple(gold, answer)
+
+
+JUDGE_PROMPT = """\
+You are checking a student's final answer to a math problem against the reference answer.
+Decide whether the two answers are mathematically equivalent: the same value, expression,
+set or choice, allowing for different but equivalent notation (fractions vs decimals that are
+exactly equal, reordered terms, units or words around the same number). Do not solve the
+problem again and do not judge the reasoning; only compare the two final answers.
+
+Problem:
+{problem}
+
+Reference answer:
+{gold}
+
+Student's final answer:
+{answer}
+
+Are the two answers equivalent? Reply with exactly one word: YES or NO."""
+
+
+def parse_verdict(reply: str) -> bool | None:
+    """YES/NO from a judge reply, or None.
+
+    None if both YES and NO occur as words ("YES and NO", "No... wait, yes"); otherwise the one
+    that occurs ("Verdict: **YES**", "No, they differ."); otherwise a first word TRUE/FALSE or
+    CORRECT/INCORRECT; otherwise None.
+    """
+    words = re.findall(r"[A-Za-z]+", reply.upper())
+    found = {w for w in words if w in ("YES", "NO")}
+    if len(found) == 1:
+        return found.pop() == "YES"
+    if found or not words:
+        return None
+    return {"TRUE": True, "FALSE": False, "CORRECT": True, "INCORRECT": False}.get(words[0])
+
+
+@dataclass
+class LLMJudge:
+    """Second opinion from a language model: `complete(prompt) -> reply` (any client you like).
+
+    The prompt is `JUDGE_PROMPT` (or `prompt`), filled with problem, gold and answer; the reply
+    is read with `parse_verdict`. A raised exception or an unparseable reply gives None and is
+    counted in `errors` / `unparseable` (the rejection then stands).
+    """
+
+    complete: Callable[[str], str]
+    name: str = "llm"
+    prompt: str = JUDGE_PROMPT
+    calls: int = 0
+    errors: int = 0
+    unparseable: int = 0
+
+    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
+        self.calls += 1
+        text = self.prompt.format(problem=problem or "(not given)", gold=gold, answer=answer)
+        try:
+            reply = self.complete(text)
+        except Exception:  # noqa: BLE001 - a flaky API must not crash an evaluation
+            self.errors += 1
+            return None
+        verdict = parse_verdict(reply) if isinstance(reply, str) else None
+        if verdict is None:
+            self.unparseable += 1
+        return verdict
+
+
+# ---------------------------------------------------------------------------------------------
+# The Verifier
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifierStats:
+    """Running counts over every check of a Verifier (reported by the CLI and notebooks)."""
+
+    checks: int = 0
+    correct: int = 0
+    incorrect: int = 0
+    unverifiable: int = 0
+    timeouts: int = 0
+    workers_killed: int = 0
+    judge_calls: int = 0
+    judge_recovered: int = 0
+    judge_failed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Worker:
+    proc: object
+    conn: object
+    ready: bool = False
+    tasks: deque = field(default_factory=deque)  # (index, gold, answer) sent, oldest first
+    deadline: float = 0.0  # for tasks[0], the one the worker is running
+    started: float = field(default_factory=time.monotonic)
+
+
+def _shutdown(workers: list[_Worker]) -> None:
+    for w in workers:
+        try:
+            w.conn.send(None)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    for w in workers:
+        w.proc.join(timeout=1.0)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(timeout=1.0)
+        try:
+            w.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+    workers.clear()
+
+
+Pair = tuple  # (gold, prediction) or (gold, prediction, problem)
+
+
+class Verifier:
+    """Time-bounded answer checker, in worker processes (`workers>=1`) or in-process (`workers=0`).
+
+    >>> with Verifier(workers=2, timeout_s=5.0, judge=RuleJudge()) as v:
+    ...     v.check("\\\\frac{1}{2}", "so the answer is \\\\boxed{0.5}").equal
+    True
+
+    Methods: `check(gold, prediction, problem=None) -> Check`, `check_many(pairs) -> list[Check]`
+    (input order kept), `equivalent_many(pairs) -> list[bool]` (for majority voting), `stats`,
+    `close()` / context manager. Threads sharing one instance are serialised by a lock.
+
+    `check_fn` replaces math-verify (tests inject a hanging function to exercise the kill path);
+    it must be a top-level, picklable `(gold, answer) -> (equal, reason)`. Inside a daemonic
+    process (which may not have children) the Verifier falls back to in-process checking.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        judge: Judge | None = None,
+        *,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
+        max_nesting: int = MAX_NESTING,
+        check_fn: Callable[[str, str], tuple[bool | None, str]] = math_verify_check,
+    ):
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = in-process), got {workers}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
+        if judge is not None and not isinstance(judge, Judge):
+            raise TypeError(f"judge must have .name and .judge(problem, gold, answer, completion); got {judge!r}")
+        if workers > 0 and mp.current_process().daemon:
+            warnings.warn("Verifier inside a daemonic process cannot start workers; checking in-process.")
+            workers = 0
+        self.workers = workers
+        self.timeout_s = float(timeout_s)
+        self.kill_grace_s = float(kill_grace_s)
+        self.judge = judge
+        self.max_answer_chars = max_answer_chars
+        self.max_nesting = max_nesting
+        self.check_fn = check_fn
+        self.stats = VerifierStats()
+        self._lock = threading.Lock()
+        self._pool: list[_Worker] = []
+        self._closed = False
+        if workers:
+            self._ctx = mp.get_context("spawn")  # fork is unsafe with torch/tokenizer threads
+            self._pool = [self._spawn() for _ in range(workers)]
+            self._finalizer = weakref.finalize(self, _shutdown, self._pool)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child_conn, self.check_fn, self.timeout_s), daemon=True, name="verify-worker"
+        )
+        proc.start()
+        child_conn.close()
+        return _Worker(proc=proc, conn=parent_conn)
+
+    def _replace(self, w: _Worker) -> None:
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=2.0)
+        try:
+            w.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self._pool[self._pool.index(w)] = self._spawn()
+
+    def close(self) -> None:
+        """Stop the workers (idempotent). Also runs at garbage collection / interpreter exit."""
+        self._closed = True
+        if self.workers:
+            self._finalizer()
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def check(self, gold: str, prediction: str, problem: str | None = None) -> Check:
+        """Check one prediction (a whole completion or a bare answer) against `gold`."""
+        return self.check_many([(gold, prediction, problem)])[0]
+
+    def check_many(self, pairs: Iterable[Pair]) -> list[Check]:
+        """Check many (gold, prediction[, problem]) pairs; results in input order."""
+        items = [self._unpack(i, p) for i, p in enumerate(pairs)]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Verifier is closed; create a new one")
+            results: list[Check | None] = [None] * len(items)
+            jobs: list[tuple[int, str, str]] = []
+            for i, (gold, prediction, _problem) in enumerate(items):
+                decided = self._precheck(gold, prediction)
+                if isinstance(decided, Check):
+                    results[i] = decided
+                else:
+                    jobs.append((i, gold, decided))
+            raw = self._run_jobs(jobs)
+            for i, gold, answer in jobs:
+                equal, checker, reason = raw[i]
+                results[i] = Check(equal, answer, checker, reason)
+            final = [self._second_opinion(c, items[i]) for i, c in enumerate(results)]  # type: ignore[arg-type]
+            self._count(final)
+            return final
+
+    def equivalent_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Bare-answer equivalence for voting (first element plays gold); None counts as False."""
+        return [c.equal is True for c in self.check_many([(a, b) for a, b in pairs])]
+
+    def same_answer(self, a: str, b: str) -> bool:
+        return self.equivalent_many([(a, b)])[0]
+
+    @staticmethod
+    def _unpack(i: int, pair: Pair) -> tuple[str, str, str | None]:
+        if not isinstance(pair, (tuple, list)) or len(pair) not in (2, 3):
+            raise ValueError(f"item {i}: expected (gold, prediction) or (gold, prediction, problem), got {pair!r:.80}")
+        gold, prediction = pair[0], pair[1]
+        problem = pair[2] if len(pair) == 3 else None
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)  # AIME-style integer golds from JSON
+        if not isinstance(gold, str) or not isinstance(prediction, str):
+            raise TypeError(
+                f"item {i}: gold and prediction must be str, got {type(gold).__name__} and {type(prediction).__name__}"
+            )
+        return gold, prediction, problem
+
+    def _precheck(self, gold: str, prediction: str) -> Check | str:
+        """Decide cheaply in the parent (no answer, prefilter, multiple choice) or return the answer."""
+        answer = prediction_to_answer(prediction)
+        if answer is None:
+            return Check(False, None, "extract", _why_no_answer(prediction))
+        gold = prediction_to_answer(gold) or ""  # a gold given as "$\\frac12$" or "\\boxed{5}" too
+        if not gold:
+            return Check(None, answer, "math_verify", "gold_unparsable")
+        for side, text in (("gold", gold), ("answer", answer)):
+            why = prefilter(text, self.max_answer_chars, self.max_nesting)
+            if why:
+                return Check(None, _clip(answer), "prefilter", f"{why}: {side}")
+        gold_letter = choice_letter(gold, gold=True)
+        if gold_letter is not None:
+            pred_letter = choice_letter(answer)
+            if pred_letter is None:
+                return Check(False, answer, "choice", "not_a_choice")
+            return Check(pred_letter == gold_letter, answer, "choice", "equal" if pred_letter == gold_letter else "not_equal")
+        return answer
+
+    def _run_jobs(self, jobs: list[tuple[int, str, str]]) -> dict[int, tuple]:
+        if not jobs:
+            return {}
+        if not self.workers:
+            return {i: _run_bounded(self.check_fn, g, a, self.timeout_s) for i, g, a in jobs}
+        return self._run_pool(jobs)
+
+    def _run_pool(self, jobs: list[tuple[int, str, str]]) -> dict[int, tuple]:
+        """Dispatch to the workers, PIPELINE_DEPTH tasks each; kill a worker past its deadline.
+
+        A second task waits in the worker's pipe so that the worker does not sit idle while the
+        parent wakes up for the previous result (on a loaded 2-core box that wake-up costs up to
+        a few ms, as long as a check). The deadline of a task starts when the worker begins it,
+        i.e. when the previous result arrives; queued tasks of a killed worker are re-queued.
+        """
+        pending = deque(jobs)
+        out: dict[int, tuple] = {}
+        hard_s = self.timeout_s + self.kill_grace_s
+        while pending or any(w.tasks for w in self._pool):
+            now = time.monotonic()
+            for w in self._pool:
+                while w.ready and pending and len(w.tasks) < PIPELINE_DEPTH:
+                    task = pending.popleft()
+                    w.conn.send(task)
+                    if not w.tasks:
+                        w.deadline = now + hard_s
+                    w.tasks.append(task)
+            waits = [w.deadline - now for w in self._pool if w.tasks]
+            waits += [w.started + WORKER_STARTUP_TIMEOUT_S - now for w in self._pool if not w.ready]
+            conns = [w.conn for w in self._pool]
+            for conn in mp.connection.wait(conns, timeout=max(0.0, min(waits)) if waits else None):
+                w = next(x for x in self._pool if x.conn is conn)
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    self._worker_died(w, out, pending)
+                    continue
+                if msg[0] == "ready":
+                    w.ready = True
+                elif w.tasks and msg[0] == w.tasks[0][0]:
+                    out[msg[0]] = msg[1]
+                    w.tasks.popleft()
+                    w.deadline = time.monotonic() + hard_s  # the next queued task starts now
+            now = time.monotonic()
+            for w in list(self._pool):
+                if w.tasks and now >= w.deadline:
+                    out[w.tasks[0][0]] = (None, "deadline", f"killed: no answer after {hard_s:g} s")
+                    self.stats.workers_killed += 1
+                    self._requeue_and_replace(w, pending)
+                elif not w.ready and now >= w.started + WORKER_STARTUP_TIMEOUT_S:
+                    raise RuntimeError(f"a verify worker did not start within {WORKER_STARTUP_TIMEOUT_S:g} s")
+        return out
+
+    def _requeue_and_replace(self, w: _Worker, pending: deque) -> None:
+        """Put the tasks that were waiting behind the failed one back at the front, then respawn."""
+        waiting = list(w.tasks)[1:]
+        pending.extendleft(reversed(waiting))
+        w.tasks.clear()
+        self._replace(w)
+
+    def _worker_died(self, w: _Worker, out: dict[int, tuple], pending: deque) -> None:
+        w.proc.join(timeout=2.0)
+        if not w.ready:
+            raise RuntimeError(
+                f"a verify worker exited during start-up (exit code {w.proc.exitcode}). Spawned workers "
+                "import lib.verify: run from the repo root or install the package, and guard scripts "
+                "with `if __name__ == '__main__':`."
+            )
+        if w.tasks:
+            out[w.tasks[0][0]] = (None, "deadline", f"worker_died: exit code {w.proc.exitcode}")
+        self.stats.workers_killed += 1
+        self._requeue_and_replace(w, pending)
+
+    def _second_opinion(self, c: Check, item: tuple[str, str, str | None]) -> Check:
+        if self.judge is None or c.equal is not False or c.answer is None or c.checker != "math_verify":
+            return c
+        gold, prediction, problem = item
+        self.stats.judge_calls += 1
+        try:
+            verdict = self.judge.judge(problem, gold, c.answer, prediction)
+        except Exception:  # noqa: BLE001 - a judge failure leaves the rejection standing
+            verdict = None
+        if verdict is None:
+            self.stats.judge_failed += 1
+            return c
+        if verdict:
+            self.stats.judge_recovered += 1
+            return Check(True, c.answer, f"judge:{self.judge.name}", f"recovered: math_verify said {c.reason}")
+        return c
+
+    def _count(self, checks: list[Check]) -> None:
+        s = self.stats
+        for c in checks:
+            s.checks += 1
+            if c.equal is True:
+                s.correct += 1
+            elif c.equal is False:
+                s.incorrect += 1
+            else:
+                s.unverifiable += 1
+            if c.checker == "deadline":
+                s.timeouts += 1
+
+
+def check(
+    gold: str,
+    prediction: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    judge: Judge | None = None,
+    problem: str | None = None,
+) -> Check:
+    """One in-process check (main thread). For many checks or threads, use `Verifier(workers=N)`."""
+    return Verifier(workers=0, timeout_s=timeout_s, judge=judge).check(gold, prediction, problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+class RowError(ValueError):
+    pass
+
+
+def parse_row(line: str, lineno: int) -> dict:
+    """A JSONL row with str `gold` (int/float accepted) and str `prediction`; RowError otherwise."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RowError(f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise RowError(f"line {lineno}: expected a JSON object, got {type(row).__name__}")
+    for key in ("gold", "prediction"):
+        if key not in row:
+            raise RowError(f"line {lineno}: missing field '{key}' (fields present: {sorted(row)})")
+    gold = row["gold"]
+    if isinstance(gold, bool) or not isinstance(gold, (str, int, float)):
+        raise RowError(f"line {lineno}: 'gold' must be a string or number, got {type(gold).__name__}")
+    if not isinstance(row["prediction"], str):
+        raise RowError(f"line {lineno}: 'prediction' must be a string, got {type(row['prediction']).__name__}")
+    if "problem" in row and row["problem"] is not None and not isinstance(row["problem"], str):
+        raise RowError(f"line {lineno}: 'problem' must be a string, got {type(row['problem']).__name__}")
+    return row
+
+
+def _judge_from_name(name: str) -> Judge | None:
+    if name == "rule":
+        return RuleJudge()
+    if name == "none":
+        return None
+    raise ValueError(f"unknown judge {name!r}; choose 'rule' or 'none'")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.verify", description=__doc__.split("\n")[0])
+    ap.add_argument("--jsonl", required=True, help="input rows with 'gold' and 'prediction' (optional 'id', 'problem')")
+    ap.add_argument("--out", help="output JSONL (default: stdout)")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (0 = in-process)")
+    ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per check")
+    ap.add_argument("--judge", choices=("rule", "none"), default="rule", help="second opinion on rejections")
+    ap.add_argument("--skip-bad", action="store_true", help="write malformed rows to --rejects and go on")
+    ap.add_argument("--rejects", help="rejects file for --skip-bad (default: <out or input stem>.rejects.jsonl)")
+    args = ap.parse_args(argv)
+
+    rows, bad = [], []
+    with open(args.jsonl, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(parse_row(line, lineno))
+            except RowError as e:
+                if not args.skip_bad:
+                    print(f"error: {args.jsonl}: {e}. Fix the row or pass --skip-bad.", file=sys.stderr)
+                    return 2
+                bad.append({"line": lineno, "error": str(e), "raw": line.rstrip("\n")})
+    if bad:
+        base = args.out or os.path.basename(args.jsonl)
+        rejects = args.rejects or re.sub(r"\.jsonl?$", "", base) + ".rejects.jsonl"
+        with open(rejects, "w", encoding="utf-8") as f:
+            for b in bad:
+                f.write(json.dumps(b, ensure_ascii=False) + "\n")
+        print(f"skipped {len(bad)} malformed rows -> {rejects}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    with Verifier(workers=args.workers, timeout_s=args.timeout, judge=_judge_from_name(args.judge)) as v:
+        checks = v.check_many([(r["gold"], r["prediction"], r.get("problem")) for r in rows])
+        stats = v.stats
+    elapsed = time.perf_counter() - t0
+
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        for r, c in zip(rows, checks):
+            out.write(json.dumps({**r, **c.to_dict()}, ensure_ascii=False) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    print(
+        f"rows {len(rows)} | correct {stats.correct} | incorrect {stats.incorrect} | "
+        f"unverifiable {stats.unverifiable} | recovered by second opinion {stats.judge_recovered} | "
+        f"malformed {len(bad)} | {len(rows) / max(elapsed, 1e-9):,.1f} checks/s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
