@@ -78,9 +78,10 @@ def fingerprint(params: params_mod.Params, stage: str) -> tuple[str, dict]:
     """The fingerprint a completed stage must carry to count as up to date, and its upstream part."""
     s = stages_mod.get(stage)
     upstream = {}
-    for dep in s.deps:
+    for dep in s.deps + s.optional_deps:
         m = read_manifest(stage_dir(params, dep))
-        upstream[dep] = m["fingerprint"] if m else None
+        if m or dep in s.deps:
+            upstream[dep] = m["fingerprint"] if m else None
     parts = {"params": params.hash(s.sections), "code": notebook_hash(s.name), "upstream": upstream}
     return params_mod.params_hash(parts), upstream
 

@@ -123,11 +123,32 @@ class BasePretrain(Train):
 
 
 class Eval(Section):
+    benchmarks: list[str] = Field(min_length=1, description="Evaluation sets: 'synthetic' (held-out generator "
+                                  "problems), a preset of lib.benchmarks.PRESETS (hub, e.g. math500), or a .jsonl path "
+                                  "with id, problem, answer.")
+    limit: int | None = Field(ge=1, description="Evaluate at most this many problems of each non-synthetic set; null for all.")
     n_runs: int = Field(ge=1, description="Independent sampling runs averaged for pass@1 (paper: 3).")
+    n_samples: int = Field(ge=1, description="Samples per problem (at least n_runs): pass@k and cons@k for every k up to it.")
     temperature: float = Field(ge=0, description="Sampling temperature (paper: 0.6; 0 means greedy).")
     top_p: float = Field(gt=0, le=1, description="Nucleus sampling mass (paper: 0.95).")
     max_new_tokens: int = Field(ge=1, description="Generation budget per answer (paper: 32K).")
     batch_size: int = Field(ge=1, description="Prompts generated together.")
+    use_vllm: bool = Field(description="Generate with vLLM when it is installed and a GPU is present (real scale).")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n_samples < self.n_runs:
+            raise ValueError(f"n_samples={self.n_samples} must be at least n_runs={self.n_runs}")
+        return self
+
+
+class Verify(Section):
+    workers: int = Field(ge=0, description="Checker worker processes (0 checks in-process; math-verify's "
+                         "timeouts need processes, not threads).")
+    timeout_s: float = Field(gt=0, description="Deadline per answer check in seconds (hung checks are killed).")
+    second_opinion: Literal["rule", "none"] = Field(
+        description="Re-check rejected answers: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125) or 'none'. "
+        "The paper uses an LLM judge; that backend plugs in through lib.verify.LLMJudge.")
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -136,6 +157,7 @@ SECTIONS: dict[str, type[Section]] = {
     "model": Model,
     "base_pretrain": BasePretrain,
     "eval": Eval,
+    "verify": Verify,
 }
 
 
@@ -147,6 +169,7 @@ class Params(BaseModel):
     model: Model
     base_pretrain: BasePretrain
     eval: Eval
+    verify: Verify
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump()

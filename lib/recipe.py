@@ -94,7 +94,7 @@ def plan(p: params_mod.Params, chosen: list[stages.Stage], force: bool) -> list[
                 raise SystemExit(f"stage {s.name} needs {dep}, which has not completed for run "
                                  f"'{p.run.name}' and is not selected; add it (e.g. --from {dep})")
         # A stage downstream of one that will run is rerun too (its upstream fingerprint changes).
-        upstream_runs = any(a == "run" and t.name in s.deps for t, a in out)
+        upstream_runs = any(a == "run" and t.name in s.deps + s.optional_deps for t, a in out)
         current = not force and not upstream_runs and artifacts.is_current(p, s.name)
         out.append((s, "skip" if current else "run"))
     return out

@@ -78,3 +78,78 @@ def sample(model, tokenizer, problems: list[str], *, n: int = 1, temperature: fl
         tokenizer.padding_side = old_side
         model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+@dataclass
+class HFSampler:
+    """Sampling settings bound to a loaded transformers model (CPU or GPU)."""
+    model: object
+    tokenizer: object
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    batch_size: int = 32
+    progress: bool = True
+
+    def sample(self, problems: list[str], n: int = 1, seed: int = 0,
+               multiple_choice: bool = False) -> list[list[Completion]]:
+        return sample(self.model, self.tokenizer, problems, n=n, temperature=self.temperature, top_p=self.top_p,
+                      max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=seed,
+                      multiple_choice=multiple_choice, progress=self.progress)
+
+
+_VLLM_ENGINES: dict[str, object] = {}
+
+
+@dataclass
+class VLLMSampler:
+    """The same interface on vLLM (GPU, real scale): continuous batching, prefix caching.
+
+    Prompts are built with the checkpoint's own chat template through :func:`prompt_text`,
+    exactly as for :class:`HFSampler`. One engine per checkpoint path is kept for the process.
+    """
+    checkpoint: str
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    gpu_memory_utilization: float = 0.85
+
+    def _engine(self):
+        from vllm import LLM
+
+        if self.checkpoint not in _VLLM_ENGINES:
+            _VLLM_ENGINES[self.checkpoint] = LLM(model=str(self.checkpoint), dtype="bfloat16",
+                                                 gpu_memory_utilization=self.gpu_memory_utilization,
+                                                 enable_prefix_caching=True)
+        return _VLLM_ENGINES[self.checkpoint]
+
+    def sample(self, problems: list[str], n: int = 1, seed: int = 0,
+               multiple_choice: bool = False) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        llm = self._engine()
+        tokenizer = llm.get_tokenizer()
+        prompts = [prompt_text(tokenizer, p, multiple_choice) for p in problems]
+        greedy = self.temperature == 0
+        params = SamplingParams(n=n, temperature=self.temperature, top_p=1.0 if greedy else self.top_p,
+                                max_tokens=self.max_new_tokens, seed=seed, skip_special_tokens=True)
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        return [[Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
+                for out in outputs]
+
+
+def make_sampler(checkpoint, *, device, use_vllm: bool, temperature: float, top_p: float, max_new_tokens: int,
+                 batch_size: int, progress: bool = True):
+    """vLLM when asked for and usable (installed + CUDA), else transformers on ``device``.
+
+    Returns ``(sampler, backend_name)``; asking for vLLM where it cannot run falls back to
+    transformers and says so in the backend name rather than failing a CPU run.
+    """
+    settings = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    if use_vllm and vllm_available():
+        return VLLMSampler(str(checkpoint), **settings), "vllm"
+    from lib.model import load
+
+    model, tokenizer = load(checkpoint, device=device)
+    backend = "transformers" + (" (vLLM requested but not available)" if use_vllm else "")
+    return HFSampler(model, tokenizer, batch_size=batch_size, progress=progress, **settings), backend

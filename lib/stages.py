@@ -12,11 +12,20 @@ class Stage:
     sections: tuple[str, ...]     # params sections passed to the notebook (and hashed for reruns)
     deps: tuple[str, ...] = ()    # stages whose artifacts it reads
     key_metric: str = ""          # metrics.json key shown on the runner's progress line
+    checkpoint: str | None = None  # subfolder holding a save_pretrained model, if the stage makes one
+    label: str = ""               # row name in the stage table (paper style: "base", "+ SFT", ...)
+    optional_deps: tuple[str, ...] = ()  # stages used when present (hashed into the fingerprint then)
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("00_base_model", "Base model", ("run", "problems", "model", "base_pretrain", "eval"),
-          key_metric="heldout_accuracy"),
+    Stage("00_base_model", "Base model", ("run", "problems", "model", "base_pretrain", "verify"),
+          key_metric="heldout_accuracy", checkpoint="model", label="base"),
+)
+# Evaluation reads every checkpoint stage present in the run, so it is registered after them.
+STAGES = STAGES + (
+    Stage("07_eval", "Evaluation and report", ("run", "problems", "eval", "verify"),
+          deps=("00_base_model",), key_metric="final_pass1",
+          optional_deps=tuple(s.name for s in STAGES if s.checkpoint)),
 )
 
 BY_NAME = {s.name: s for s in STAGES}

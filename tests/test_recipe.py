@@ -126,9 +126,23 @@ def test_smoke_run_skip_and_failure(tmp_path):
         assert (stage / f).is_file(), f
     metrics = json.loads((stage / "metrics.json").read_text())
     assert metrics["n_params"] > 0 and 0 <= metrics["heldout_accuracy"] <= 1 and metrics["tokens_seen"] > 0
+    # every notebook ran: the evaluation stage wrote the report from the base checkpoint
+    assert "✓ 07_eval" in r.stdout
+    report = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    assert [row["label"] for row in report["stages"]] == ["base"]
+    md = (tmp_path / "smoke" / "REPORT.md").read_text()
+    assert "## Stage table" in md and "| base |" in md
+    for png in ("pass_at_k.png", "by_level.png", "lengths.png"):
+        assert (tmp_path / "smoke" / "07_eval" / png).stat().st_size > 1000
 
     r = cli("params/smoke.yaml", "--set", out)
-    assert r.returncode == 0 and "up to date, skipped" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("up to date, skipped") == 2 and "▶" not in r.stdout
+
+    # a parameter only the evaluation reads: the base stage stays, evaluation reruns
+    r = cli("params/smoke.yaml", "--set", out, "--set", "eval.top_p=0.9")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "= 00_base_model" in r.stdout and "✓ 07_eval" in r.stdout
 
     r = cli("params/smoke.yaml", "--set", out, "--set", "model.init=/nonexistent/checkpoint")
     assert r.returncode == 1

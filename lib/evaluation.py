@@ -1,0 +1,138 @@
+"""Evaluate a checkpoint on an evaluation set, the paper's way, and summarise it.
+
+One code path for every number in the report: the shared sampler (same prompt format as
+training), the shared verifier (the same check the RL reward uses), and lib.metrics.
+
+Protocol (SPEC.md, Evaluation): ``n_samples`` completions per problem at T=0.6, top-p 0.95.
+pass@1 is the mean of the first ``n_runs`` samples treated as independent runs (paper: 3),
+with a bootstrap interval over problems; pass@k uses all ``n_samples`` (unbiased estimator);
+cons@k is a majority vote over the first k samples, equivalent answers grouped by the checker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lib import benchmarks, metrics, problems, sampling
+from lib.verify import RuleJudge, Verifier
+
+
+def make_verifier(v) -> Verifier:
+    """The shared verifier from params ``verify`` (workers, deadline, second opinion)."""
+    return Verifier(workers=v.workers, timeout_s=v.timeout_s,
+                    judge=RuleJudge() if v.second_opinion == "rule" else None)
+
+
+@dataclass
+class EvalSet:
+    """Problems to evaluate on: dicts with ``id, problem, answer`` (+ optional ``domain``, ``level``)."""
+    name: str
+    items: list[dict]
+    multiple_choice: bool = False
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.items:
+            raise ValueError(f"evaluation set '{self.name}' ({self.source}) has no problems")
+
+
+@dataclass
+class EvalResult:
+    name: str
+    records: pd.DataFrame            # one row per (problem, sample)
+    summary: dict = field(default_factory=dict)
+
+
+def synthetic_test_set(n: int, seed: int, domains, levels) -> EvalSet:
+    """The held-out synthetic problems (the generator's test split, disjoint from training)."""
+    items = [{"id": p.id, "problem": p.problem, "answer": p.answer, "domain": p.domain, "level": p.level,
+              "difficulty": p.difficulty}
+             for p in problems.generate(n, seed=seed, split="test", domains=domains, levels=levels)]
+    return EvalSet("synthetic", items, source="lib.problems test split")
+
+
+def load_eval_set(spec: str, *, n_test: int, seed: int, domains, levels, limit: int | None = None) -> EvalSet:
+    """``synthetic``, a preset name from :data:`lib.benchmarks.PRESETS` (hub), or a local .jsonl path."""
+    if spec == "synthetic":
+        es = synthetic_test_set(n_test, seed, domains, levels)
+    elif spec.endswith((".jsonl", ".json")):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation set file not found: {path} (from eval.benchmarks)")
+        es = EvalSet(path.stem, benchmarks.load_jsonl(path), source=str(path))
+    elif spec in benchmarks.PRESETS:
+        preset = benchmarks.PRESETS[spec]
+        es = EvalSet(spec, benchmarks.load_preset(spec), multiple_choice=preset.transform is benchmarks.gpqa_to_choice,
+                     source=preset.path)
+    else:
+        raise ValueError(f"unknown evaluation set '{spec}': use 'synthetic', a .jsonl path, "
+                         f"or one of the presets {sorted(benchmarks.PRESETS)}")
+    if limit:
+        es.items = es.items[:limit]
+    return es
+
+
+def evaluate(sampler, es: EvalSet, verifier: Verifier, *, n_samples: int, seed: int) -> pd.DataFrame:
+    """Sample ``n_samples`` completions per problem (any :mod:`lib.sampling` sampler) and check
+    each; one record per completion."""
+    completions = sampler.sample([it["problem"] for it in es.items], n=n_samples, seed=seed,
+                                 multiple_choice=es.multiple_choice)
+    pairs = [(it["answer"], c.text) for it, cs in zip(es.items, completions) for c in cs]
+    checks = verifier.check_many(pairs)
+    rows, k = [], 0
+    for it, cs in zip(es.items, completions):
+        for j, c in enumerate(cs):
+            ch = checks[k]
+            k += 1
+            rows.append({"id": it["id"], "sample": j, "domain": it.get("domain"), "level": it.get("level"),
+                         "difficulty": it.get("difficulty"), "gold": it["answer"], "answer": ch.answer,
+                         "correct": ch.equal, "checker": ch.checker, "reason": ch.reason,
+                         "n_tokens": c.n_tokens, "finished": c.finished,
+                         "repetitive": metrics.is_repetitive(c.text), "text": c.text})
+    return pd.DataFrame(rows)
+
+
+def _matrix(records: pd.DataFrame, column: str) -> list[list]:
+    """Per problem (in first-seen order), the values of ``column`` ordered by sample index."""
+    ordered = records.sort_values(["sample"], kind="stable")
+    groups = ordered.groupby("id", sort=False)[column].apply(list)
+    return [groups[i] for i in dict.fromkeys(records["id"])]
+
+
+def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: int = 0) -> dict:
+    """pass@1 over runs (+CI), pass@k curve, cons@k, by level, response stats; JSON-able."""
+    correct = _matrix(records, "correct")
+    n = min(len(c) for c in correct)
+    runs = min(n_runs, n)
+    by_run = [[c[r] for c in correct] for r in range(runs)]
+    pass1 = metrics.mean_pass1_over_runs(by_run, seed=seed).to_dict()
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
+    pass_k = metrics.pass_at_k_curve(correct, ks)
+    answers = _matrix(records, "answer")
+    golds = [records.loc[records["id"] == i, "gold"].iloc[0] for i in dict.fromkeys(records["id"])]
+    answers = [[a if isinstance(a, str) else None for a in row] for row in answers]
+    cons = {k: metrics.cons_at_k(answers, golds, k, same_answer_batch=verifier.equivalent_many,
+                                 is_correct_batch=lambda pairs: [c.equal is True for c in verifier.check_many(pairs)])
+            for k in ks}
+    first_runs = records[records["sample"] < runs]
+    by_level = {}
+    if first_runs["level"].notna().any():
+        by_level = {int(lv): float(g["correct"].eq(True).mean()) for lv, g in first_runs.groupby("level")}
+    by_domain = {}
+    if first_runs["domain"].notna().any():
+        by_domain = {str(d): float(g["correct"].eq(True).mean()) for d, g in first_runs.groupby("domain")}
+    return {
+        "n_problems": len(correct),
+        "n_samples": n,
+        "pass1": pass1,
+        "pass_at_k": {int(k): float(v) for k, v in pass_k.items()},
+        "cons_at_k": {int(k): float(v) for k, v in cons.items()},
+        "pass1_by_level": by_level,
+        "pass1_by_domain": by_domain,
+        "unverifiable": int(records["correct"].isna().sum()),
+        "length": metrics.length_stats(records["n_tokens"].tolist()),
+        "truncated_share": metrics.truncation_rate(records["finished"].tolist()),
+        "repetitive_share": float(records["repetitive"].mean()),
+    }

@@ -1,0 +1,95 @@
+"""Evaluation: sets, the summary's numbers on hand-made records, the report, an end-to-end run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from lib import evaluation, report, sampling, stages
+from lib.verify import Verifier
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    with Verifier(workers=0) as v:
+        yield v
+
+
+def records(rows):
+    """rows: (id, level, [answers...], [correct...], gold) -> a records frame as evaluate() makes it."""
+    out = []
+    for pid, level, answers, correct, gold in rows:
+        for j, (a, c) in enumerate(zip(answers, correct)):
+            out.append({"id": pid, "sample": j, "domain": "algebra", "level": level, "difficulty": None, "gold": gold,
+                        "answer": a, "correct": c, "checker": "test", "reason": "", "n_tokens": 10 + j, "finished": j != 3,
+                        "repetitive": False, "text": ""})
+    return pd.DataFrame(out)
+
+
+def test_summary_numbers(verifier):
+    df = records([
+        # 2/4 correct; vote over 4: {1/2, 0.5} (grouped by the checker) ties {3} -> first seen wins
+        ("p1", 1, ["\\frac{1}{2}", "0.5", "3", "3"], [True, True, False, False], "\\frac{1}{2}"),
+        # 1/4 correct; vote over 4: 8 wins -> wrong
+        ("p2", 2, ["7", "8", "8", None], [True, False, False, False], "7"),
+        # 3/4 correct, the first sample unverifiable (e.g. its check timed out)
+        ("p3", 2, ["?", "4", "4", "4"], [None, True, True, True], "4"),
+    ])
+    s = evaluation.summarize(df, verifier, n_runs=3)
+    # runs = first 3 samples: run0 = [T, T, None], run1 = [T, F, T], run2 = [F, F, T]
+    assert s["pass1"]["per_run"] == pytest.approx((2 / 3, 2 / 3, 1 / 3))
+    assert s["pass1"]["mean"] == pytest.approx(5 / 9)
+    assert s["pass1"]["lo"] <= s["pass1"]["mean"] <= s["pass1"]["hi"]
+    assert s["pass_at_k"][1] == pytest.approx((2 / 4 + 1 / 4 + 3 / 4) / 3)
+    assert s["pass_at_k"][4] == pytest.approx(1.0)
+    assert s["cons_at_k"][4] == pytest.approx(2 / 3)  # p1 (1/2 and 0.5 grouped, first seen) and p3 right
+    assert s["cons_at_k"][1] == pytest.approx(2 / 3)  # first samples: '1/2' right, '7' right, '?' wrong
+    assert s["pass1_by_level"] == {1: pytest.approx(2 / 3), 2: pytest.approx(3 / 6)}  # first 3 samples: p2 TFF, p3 -TT
+    assert s["unverifiable"] == 1
+    assert s["truncated_share"] == pytest.approx(3 / 12)
+    assert s["n_problems"] == 3 and s["n_samples"] == 4
+
+
+def test_load_eval_sets(tmp_path):
+    syn = evaluation.load_eval_set("synthetic", n_test=20, seed=0, domains=None, levels=None)
+    assert len(syn.items) == 20 and {"id", "problem", "answer", "level"} <= set(syn.items[0])
+    f = tmp_path / "mine.jsonl"
+    f.write_text("\n".join(json.dumps({"id": i, "problem": f"{i}+1?", "answer": str(i + 1)}) for i in range(5)))
+    mine = evaluation.load_eval_set(str(f), n_test=0, seed=0, domains=None, levels=None, limit=3)
+    assert mine.name == "mine" and len(mine.items) == 3
+    with pytest.raises(FileNotFoundError, match="eval.benchmarks"):
+        evaluation.load_eval_set(str(tmp_path / "none.jsonl"), n_test=0, seed=0, domains=None, levels=None)
+    with pytest.raises(ValueError, match="unknown evaluation set 'mth500'"):
+        evaluation.load_eval_set("mth500", n_test=0, seed=0, domains=None, levels=None)
+
+
+def test_evaluate_end_to_end(tiny_model, tiny_tokenizer, verifier):
+    es = evaluation.synthetic_test_set(6, seed=0, domains=None, levels=None)
+    sampler = sampling.HFSampler(tiny_model, tiny_tokenizer, max_new_tokens=8, batch_size=4, progress=False)
+    df = evaluation.evaluate(sampler, es, verifier, n_samples=2, seed=0)
+    assert len(df) == 12 and list(df.groupby("id").size()) == [2] * 6
+    assert df["correct"].isin([True, False]).all()  # untrained model: wrong or unanswered, never unverifiable here
+    assert (df["n_tokens"] <= 8).all()
+    s = evaluation.summarize(df, verifier, n_runs=2)
+    assert s["n_problems"] == 6 and set(s["pass_at_k"]) == {1, 2}
+
+
+def test_report_renders_table(smoke_params):
+    summary = {"pass1": {"mean": 0.25, "lo": 0.1, "hi": 0.4}, "pass_at_k": {1: 0.25, 2: 0.4}, "cons_at_k": {1: 0.25, 2: 0.3},
+               "pass1_by_level": {1: 0.5, 2: 0.0}, "length": {"mean": 50.0, "p90": 80.0}, "truncated_share": 0.1,
+               "repetitive_share": 0.0, "unverifiable": 2}
+    rep = report.build(smoke_params, {"00_base_model": {"synthetic": summary}}, {"n_samples": 2, "n_runs": 1})
+    md = report.render_markdown(rep, {"pass_at_k": "07_eval/pass_at_k.png"})
+    assert "| base | 25.0 [10.0, 40.0] |" in md
+    assert "| base | 50.0 | 0.0 |" in md  # by level
+    assert "![pass_at_k](07_eval/pass_at_k.png)" in md
+    assert "| base | synthetic | 50 | 80 | 10.0 | 0.0 | 2 |" in md
+    # a JSON round trip (string keys) renders the same
+    assert report.render_markdown(json.loads(json.dumps(rep)), {"pass_at_k": "07_eval/pass_at_k.png"}) == md
+
+
+def test_eval_stage_follows_every_checkpoint_stage():
+    ev = stages.get("07_eval")
+    assert ev.name == stages.STAGES[-1].name
+    assert set(ev.optional_deps) == {s.name for s in stages.STAGES if s.checkpoint}
