@@ -132,6 +132,25 @@ class StageRun:
     def upstream(self, stage: str) -> Path:
         return require(self.params, stage)
 
+    def resumable_dir(self, name: str) -> Path:
+        """A subfolder for long work that resumes after a crash (rollout shards, checkpoints).
+
+        It is kept across reruns with the same inputs (params and upstream stages) so a killed
+        run picks up where it stopped, and wiped when they changed, so stale work from other
+        settings is never mixed in. The folder records the fingerprint it was made for.
+        """
+        import shutil
+
+        d = self.dir / name
+        marker = d / ".fingerprint"
+        want = fingerprint(self.params, self.name)[0]
+        if d.exists() and (not marker.is_file() or marker.read_text().strip() != want):
+            print(f"{d}: made with other inputs; starting it over")
+            shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True)
+        marker.write_text(want + "\n")
+        return d
+
     def finish(self, metrics: dict, **extra: Any) -> dict:
         """Write metrics.json, then manifest.json last. Returns the manifest."""
         s = stages_mod.get(self.name)

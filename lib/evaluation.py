@@ -16,13 +16,22 @@ from pathlib import Path
 import pandas as pd
 
 from lib import benchmarks, metrics, problems, sampling
-from lib.verify import RuleJudge, Verifier
+from lib.verify import LLMJudge, RuleJudge, Verifier
 
 
-def make_verifier(v) -> Verifier:
-    """The shared verifier from params ``verify`` (workers, deadline, second opinion)."""
-    return Verifier(workers=v.workers, timeout_s=v.timeout_s,
-                    judge=RuleJudge() if v.second_opinion == "rule" else None)
+def make_verifier(v, judge_backend=None) -> Verifier:
+    """The shared verifier from params ``verify`` (workers, deadline, second opinion).
+
+    ``second_opinion: llm`` needs ``judge_backend``, any object with ``complete(prompt) -> str``
+    (a teacher): the paper re-checks math-verify's rejections with an LLM judge.
+    """
+    if v.second_opinion == "llm":
+        if judge_backend is None:
+            raise ValueError("verify.second_opinion is 'llm' but no judge backend was given (pass the teacher)")
+        judge = LLMJudge(judge_backend.complete, name=getattr(judge_backend, "name", "llm"))
+    else:
+        judge = RuleJudge() if v.second_opinion == "rule" else None
+    return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge)
 
 
 @dataclass

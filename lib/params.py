@@ -53,8 +53,11 @@ class Problems(Section):
     dataset: str | None = Field(description="Path or hub id when source is jsonl/hub; null for synthetic.")
     domains: list[str] = Field(min_length=1, description="Synthetic domains to generate; any of lib.problems.DOMAINS.")
     levels: list[int] = Field(min_length=1, description="Synthetic difficulty levels, 1 (elementary) to 4 (college); any of lib.problems.LEVELS.")
-    n_train: int = Field(ge=1, description="Training problems (the pool that data generation draws on).")
+    n_train: int = Field(ge=1, description="Training problems that get teacher rollouts (the pool every later stage draws on).")
     n_test: int = Field(ge=1, description="Held-out test problems (never overlap the training ones).")
+    field_map: dict[str, str] | None = Field(
+        description="For jsonl/hub sources: our field -> the dataset's column, e.g. {problem: question, trace: "
+        "generations} (a 'trace' column holds existing reasoning traces, used as they are); null for the defaults.")
 
     @field_validator("domains")
     @classmethod
@@ -81,6 +84,61 @@ class Problems(Section):
         if self.source != "synthetic" and not self.dataset:
             raise ValueError(f"source '{self.source}' needs 'dataset' (a path or hub id)")
         return self
+
+
+class Teacher(Section):
+    kind: Literal["embedded", "local", "endpoint"] = Field(
+        description="'embedded': the programmatic teacher for synthetic problems (lib.teachers.EmbeddedTeacher); "
+        "'local': a transformers checkpoint; 'endpoint': an OpenAI-compatible server (vLLM/SGLang serving DeepSeek-R1).")
+    n_rollouts: int = Field(ge=1, description="Rollouts per problem (paper: about 8).")
+    error_rate: dict[int, float] = Field(description="Embedded teacher: chance of a plausible slip per level (harder levels err more).")
+    verbosity: Literal["compact", "normal", "long"] = Field(description="Embedded teacher: how much prose around the steps (every token costs CPU time).")
+    repeat_rate: float = Field(ge=0, le=1, description="Embedded teacher: share of looping traces (gives the repetition tagger something to find).")
+    checkpoint: str | None = Field(description="Local teacher: checkpoint path or hub id.")
+    base_url: str | None = Field(description="Endpoint teacher: server URL, e.g. http://localhost:8000/v1.")
+    model: str | None = Field(description="Endpoint teacher: served model name, e.g. deepseek-ai/DeepSeek-R1.")
+    api_key_env: str = Field(description="Endpoint teacher: environment variable holding the API key (never put keys in params).")
+    max_concurrency: int = Field(ge=1, description="Endpoint teacher: requests in flight at once.")
+    timeout_s: float = Field(gt=0, description="Endpoint teacher: seconds per request before it is retried.")
+    max_retries: int = Field(ge=0, description="Endpoint teacher: retries per request, with exponential backoff.")
+    temperature: float = Field(ge=0, description="Local/endpoint teacher sampling temperature (paper: 0.6).")
+    top_p: float = Field(gt=0, le=1, description="Local/endpoint teacher nucleus mass.")
+    max_tokens: int = Field(ge=1, description="Local/endpoint teacher: longest rollout in tokens.")
+    shard_size: int = Field(ge=1, description="Problems per Parquet shard (a killed run resumes at shard granularity).")
+
+    @field_validator("error_rate")
+    @classmethod
+    def _rates(cls, v):
+        bad = {k: r for k, r in v.items() if not 0 <= r <= 1}
+        if bad:
+            raise ValueError(f"error rates must be in [0, 1], got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "local" and not self.checkpoint:
+            raise ValueError("kind 'local' needs 'checkpoint' (a path or hub id)")
+        if self.kind == "endpoint" and not (self.base_url and self.model):
+            raise ValueError("kind 'endpoint' needs 'base_url' and 'model'")
+        return self
+
+
+class Tagging(Section):
+    tagger: Literal["rule", "llm"] = Field(
+        description="'rule': RuleTagger (synthetic problems, scored against the generator); 'llm': LLMTagger through the teacher.")
+    decontaminate_against: list[str] = Field(
+        description="Evaluation sets whose problems are removed from training (n-gram overlap); must cover eval.benchmarks.")
+    ngram: int = Field(ge=1, description="n of the word n-grams compared (13 is the common choice for real text).")
+    threshold: float = Field(ge=0, le=1, description="Share of a problem's n-grams found in a real eval set that marks it contaminated (0: any shared n-gram).")
+    synthetic_threshold: float = Field(ge=0, le=1, description="Same for the synthetic test set, whose problems share templates: 1.0 removes exact copies only.")
+
+
+class Subsets(Section):
+    midtrain_max_per_problem: int | None = Field(ge=1, description="Mid-training: at most this many correct rollouts per problem; null for all.")
+    sft_n_problems: int = Field(ge=1, description="SFT: problems in the compact high-quality subset.")
+    sft_per_problem: int = Field(ge=1, description="SFT: distinct correct rollouts per problem.")
+    sft_balance: Literal["difficulty", "domain", "none"] = Field(description="SFT: balance the subset over this tag.")
+    rl_n_problems: int | None = Field(ge=1, description="RL prompt pool size (problems not used for SFT first); null for all.")
 
 
 class Model(Section):
@@ -146,9 +204,9 @@ class Verify(Section):
     workers: int = Field(ge=0, description="Checker worker processes (0 checks in-process; math-verify's "
                          "timeouts need processes, not threads).")
     timeout_s: float = Field(gt=0, description="Deadline per answer check in seconds (hung checks are killed).")
-    second_opinion: Literal["rule", "none"] = Field(
-        description="Re-check rejected answers: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125) or 'none'. "
-        "The paper uses an LLM judge; that backend plugs in through lib.verify.LLMJudge.")
+    second_opinion: Literal["rule", "llm", "none"] = Field(
+        description="Re-check answers math-verify rejects: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125), "
+        "'llm' (an LLM judge through the teacher backend, as the paper's GPT-4o-mini) or 'none'.")
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -158,6 +216,9 @@ SECTIONS: dict[str, type[Section]] = {
     "base_pretrain": BasePretrain,
     "eval": Eval,
     "verify": Verify,
+    "teacher": Teacher,
+    "tagging": Tagging,
+    "subsets": Subsets,
 }
 
 
@@ -170,6 +231,17 @@ class Params(BaseModel):
     base_pretrain: BasePretrain
     eval: Eval
     verify: Verify
+    teacher: Teacher
+    tagging: Tagging
+    subsets: Subsets
+
+    @model_validator(mode="after")
+    def _decontaminated(self):
+        missing = [b for b in self.eval.benchmarks if b not in self.tagging.decontaminate_against]
+        if missing:
+            raise ValueError(f"eval.benchmarks {missing} are not in tagging.decontaminate_against: training data "
+                             "must be decontaminated against every evaluation set in use; add them there")
+        return self
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump()

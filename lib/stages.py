@@ -20,6 +20,10 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("00_base_model", "Base model", ("run", "problems", "model", "base_pretrain", "verify"),
           key_metric="heldout_accuracy", checkpoint="model", label="base"),
+    Stage("01_generate_data", "Teacher distillation data", ("run", "problems", "teacher", "verify"),
+          deps=("00_base_model",), key_metric="correct_share"),
+    Stage("02_tag_data", "Tagging, decontamination, stage subsets", ("run", "problems", "teacher", "tagging", "subsets"),
+          deps=("01_generate_data",), key_metric="sft_rollouts"),
 )
 # Evaluation reads every checkpoint stage present in the run, so it is registered after them.
 STAGES = STAGES + (

@@ -931,3 +931,17 @@ def make_teacher(kind: str, **kwargs) -> Teacher:
     if unknown:
         raise ValueError(f"teacher kind {kind!r} got unknown argument(s) {unknown}; allowed: {allowed}")
     return cls(**kwargs)
+
+
+def from_params(t, seed: int, progress: bool = True) -> Teacher:
+    """The teacher described by params section ``teacher`` (see lib/params.py)."""
+    import os
+
+    if t.kind == "embedded":
+        return EmbeddedTeacher(error_rate=dict(t.error_rate), seed=seed, verbosity=t.verbosity,
+                               repeat_rate=t.repeat_rate)
+    if t.kind == "local":
+        return LocalModelTeacher(t.checkpoint, temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_tokens)
+    return EndpointTeacher(t.base_url, t.model, api_key=os.environ.get(t.api_key_env, "EMPTY"),
+                           max_concurrency=t.max_concurrency, timeout_s=t.timeout_s, max_retries=t.max_retries,
+                           temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_tokens, progress=progress)

@@ -75,6 +75,18 @@ def test_select_and_missing_dependency(fake_stages):
         stages.get("99")
 
 
+def test_resumable_dir_kept_for_same_inputs_wiped_for_new(fake_stages, capsys):
+    p = fake_stages()
+    run = artifacts.StageRun("00_a", p, artifacts.stage_dir(p, "00_a"))
+    d = run.resumable_dir("work")
+    (d / "shard-0.parquet").write_text("partial work of a killed run")
+    assert (run.resumable_dir("work") / "shard-0.parquet").exists()  # same inputs: resume
+    changed = fake_stages("model.num_layers=3")
+    d2 = artifacts.StageRun("00_a", changed, artifacts.stage_dir(changed, "00_a")).resumable_dir("work")
+    assert d2 == d and not (d2 / "shard-0.parquet").exists()  # other params: start over, said aloud
+    assert "starting it over" in capsys.readouterr().out
+
+
 def test_require_names_the_command(fake_stages):
     p = fake_stages()
     with pytest.raises(artifacts.MissingArtifactError, match="--only 00_a"):
@@ -137,12 +149,16 @@ def test_smoke_run_skip_and_failure(tmp_path):
 
     r = cli("params/smoke.yaml", "--set", out)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("up to date, skipped") == 2 and "▶" not in r.stdout
+    assert r.stdout.count("up to date, skipped") == len(stages.STAGES) and "▶" not in r.stdout
 
-    # a parameter only the evaluation reads: the base stage stays, evaluation reruns
+    # a parameter only the evaluation reads: earlier stages stay, evaluation reruns
     r = cli("params/smoke.yaml", "--set", out, "--set", "eval.top_p=0.9")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "= 00_base_model" in r.stdout and "✓ 07_eval" in r.stdout
+    assert r.stdout.count("up to date, skipped") == len(stages.STAGES) - 1 and "✓ 07_eval" in r.stdout
+    # a teacher parameter: data generation and everything after it rerun, the base model does not
+    r = cli("params/smoke.yaml", "--set", out, "--set", "teacher.verbosity=normal")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "= 00_base_model" in r.stdout and "✓ 01_generate_data" in r.stdout and "✓ 02_tag_data" in r.stdout
 
     r = cli("params/smoke.yaml", "--set", out, "--set", "model.init=/nonexistent/checkpoint")
     assert r.returncode == 1
