@@ -145,3 +145,24 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
         "truncated_share": metrics.truncation_rate(records["finished"].tolist()),
         "repetitive_share": float(records["repetitive"].mean()),
     }
+
+
+def quick_accuracy(model, tokenizer, items: list, verifier: Verifier, *, max_new_tokens: int, batch_size: int,
+                   seed: int) -> tuple[pd.DataFrame, dict]:
+    """Greedy accuracy on held-out problems: each training stage's at-a-glance check.
+
+    ``items``: :class:`lib.problems.Problem` objects. Returns one record per problem and a
+    summary (accuracy, by level, share finished with EOS, unverifiable count). The full
+    sampled evaluation with intervals is stage 07.
+    """
+    completions = sampling.sample(model, tokenizer, [p.problem for p in items], n=1, temperature=0.0,
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    checks = verifier.check_many([(p.answer, c[0].text) for p, c in zip(items, completions)])
+    df = pd.DataFrame([{"id": p.id, "domain": p.domain, "level": p.level, "correct": ch.equal is True,
+                        "unverifiable": ch.equal is None, "finished": c[0].finished, "n_tokens": c[0].n_tokens,
+                        "completion": c[0].text} for p, c, ch in zip(items, completions, checks)])
+    summary = {"accuracy": float(df.correct.mean()),
+               "by_level": {int(k): float(v) for k, v in df.groupby("level")["correct"].mean().items()},
+               "finished_share": float(df.finished.mean()), "unverifiable": int(df.unverifiable.sum()),
+               "mean_tokens": float(df.n_tokens.mean()), "n": len(df)}
+    return df, summary

@@ -173,11 +173,24 @@ class Train(Section):
     grad_accum: int = Field(ge=1, description="Micro-batches per optimizer step (the paper's batch of 128 is batch_size x grad_accum x devices).")
     warmup_ratio: float = Field(ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
     max_length: int = Field(ge=16, description="Longest training sequence in tokens (longer ones are truncated and counted).")
+    checkpoint_every: int = Field(ge=0, description="Save a resumable checkpoint every this many optimizer steps; 0 for none.")
 
 
 class BasePretrain(Train):
     n_problems: int = Field(ge=1, description="Problems with direct answers (no reasoning) used to pretrain the scratch base.")
     eval_problems: int = Field(ge=1, description="Held-out problems for the base model's quick greedy accuracy.")
+
+
+class MidTrain(Train):
+    packing: bool = Field(description="Pack several examples per sequence (block-diagonal attention, lib/packing.py).")
+    eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy.")
+
+
+class SFT(Train):
+    init_from: Literal["mid_train", "base"] = Field(
+        description="Start from the mid-trained model (the recipe) or straight from the base (the paper's "
+        "LIMO/s1K ablation: SFT on a small set without mid-training).")
+    eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy and EOS rate.")
 
 
 class Eval(Section):
@@ -214,6 +227,8 @@ SECTIONS: dict[str, type[Section]] = {
     "problems": Problems,
     "model": Model,
     "base_pretrain": BasePretrain,
+    "mid_train": MidTrain,
+    "sft": SFT,
     "eval": Eval,
     "verify": Verify,
     "teacher": Teacher,
@@ -229,6 +244,8 @@ class Params(BaseModel):
     problems: Problems
     model: Model
     base_pretrain: BasePretrain
+    mid_train: MidTrain
+    sft: SFT
     eval: Eval
     verify: Verify
     teacher: Teacher

@@ -47,7 +47,13 @@ def lengths(records: pd.DataFrame) -> matplotlib.figure.Figure:
 
 def loss_curves(curve: pd.DataFrame, title: str) -> matplotlib.figure.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-    sns.lineplot(data=curve, x="step", y="loss", ax=axes[0]).set_title(f"{title}: loss")
-    sns.lineplot(data=curve, x="step", y="lr", ax=axes[1]).set_title(f"{title}: learning rate")
+    if curve.empty:  # a run shorter than one logging interval
+        for ax in axes:
+            ax.text(0.5, 0.5, "no logged steps", ha="center", va="center", transform=ax.transAxes)
+    else:
+        sns.lineplot(data=curve, x="step", y="loss", ax=axes[0])
+        sns.lineplot(data=curve, x="step", y="lr", ax=axes[1])
+    axes[0].set_title(f"{title}: loss")
+    axes[1].set_title(f"{title}: learning rate")
     fig.tight_layout()
     return fig

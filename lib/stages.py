@@ -24,6 +24,12 @@ STAGES: tuple[Stage, ...] = (
           deps=("00_base_model",), key_metric="correct_share"),
     Stage("02_tag_data", "Tagging, decontamination, stage subsets", ("run", "problems", "teacher", "tagging", "subsets"),
           deps=("01_generate_data",), key_metric="sft_rollouts"),
+    Stage("03_mid_train", "Distillation as mid-training", ("run", "problems", "mid_train", "verify"),
+          deps=("00_base_model", "02_tag_data"), key_metric="heldout_accuracy", checkpoint="model",
+          label="+ mid-training"),
+    Stage("04_sft", "Distillation as SFT", ("run", "problems", "sft", "verify"),
+          deps=("00_base_model", "02_tag_data"), optional_deps=("03_mid_train",), key_metric="heldout_accuracy",
+          checkpoint="model", label="+ SFT"),
 )
 # Evaluation reads every checkpoint stage present in the run, so it is registered after them.
 STAGES = STAGES + (

@@ -7,6 +7,7 @@ build on the same config) goes through :func:`sft_config` so these choices live 
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -39,8 +40,11 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
         packing=False,
         seed=seed,
         data_seed=seed,
-        logging_steps=5,
-        save_strategy="no",
+        logging_steps=1 if 0 < cfg.max_steps <= 50 else 5,  # short runs still get a loss curve
+        # checkpoints (optimizer and RNG state included) let a killed run resume where it stopped
+        save_strategy="steps" if cfg.checkpoint_every else "no",
+        save_steps=cfg.checkpoint_every or 500,
+        save_total_limit=2,
         report_to="none",
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -49,27 +53,61 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
     return SFTConfig(**kwargs)
 
 
-def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig) -> dict:
-    """Train on prompt-completion rows (loss on the completion only); return the run's statistics.
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder a previous (interrupted) run left, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
 
-    Returns the loss/learning-rate curve, real (non-pad) tokens seen and tokens/s.
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def run_trainer(trainer, resume: bool = True) -> dict:
+    """Train, resuming from the newest checkpoint in ``output_dir`` when there is one; statistics.
+
+    Returns the loss/learning-rate curve, real (non-pad) tokens seen in total, tokens/s of this
+    run (tokens seen before a resume are not counted in the rate) and the step resumed from.
     """
-    if not rows:
-        raise ValueError("no training rows: the stage's data subset is empty")
-    datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    ckpt = last_checkpoint(trainer.args.output_dir) if resume else None
+    tokens_before = 0
+    if ckpt:
+        state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
+        tokens_before = int(state.get("num_input_tokens_seen", 0))
+        print(f"resuming from {ckpt} (step {state.get('global_step')})")
     t0 = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=ckpt)
     wall = time.time() - t0
     curve = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
              for h in trainer.state.log_history if "loss" in h]
     tokens = int(trainer.state.num_input_tokens_seen)
     return {
         "steps": trainer.state.global_step,
+        "resumed_from_step": int(Path(ckpt).name.split("-")[-1]) if ckpt else None,
         "train_loss": float(result.training_loss),
         "final_loss": curve[-1]["loss"] if curve else float(result.training_loss),
         "tokens_seen": tokens,
-        "tokens_per_s": tokens / wall if wall > 0 else None,
+        "tokens_per_s": (tokens - tokens_before) / wall if wall > 0 else None,
         "train_seconds": wall,
         "curve": curve,
     }
+
+
+def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = True, callbacks=None) -> dict:
+    """Train on prompt-completion rows, padded (loss on the completion only); see :func:`run_trainer`.
+
+    No packing: each example ends with its own EOS in the loss, so the model learns where to
+    stop (SPEC.md, stage 2).
+    """
+    if not rows:
+        raise ValueError("no training rows: the stage's data subset is empty")
+    datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         callbacks=callbacks)
+    return run_trainer(trainer, resume)
+
+
+def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = False, resume: bool = True) -> dict:
+    """Padded (:func:`fit_sft`) or packed (:func:`lib.packing.fit_packed`) training, same statistics."""
+    if packing:
+        from lib.packing import fit_packed
+
+        return fit_packed(model, tokenizer, rows, cfg)
+    return fit_sft(model, tokenizer, rows, cfg, resume=resume)

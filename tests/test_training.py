@@ -1,0 +1,59 @@
+"""Training wrapper: CPU-appropriate config, checkpoint + resume to the same final step and result."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from lib import chat, problems, training
+from lib.model import build_scratch
+
+
+class Crash(TrainerCallback):
+    """Simulates a killed run: raises once the trainer reaches ``at`` steps."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt(f"killed at step {self.at}")
+
+
+@pytest.fixture
+def rows():
+    ps = problems.generate(48, seed=1)
+    return [chat.conversation(p.problem, problems.cot_solution(p)) for p in ps]
+
+
+def fresh_model(smoke_params, tokenizer):
+    torch.manual_seed(0)
+    return build_scratch(smoke_params.model, tokenizer)
+
+
+def config(smoke_params, out_dir, **kw):
+    cfg = smoke_params.sft.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "batch_size": 8, **kw})
+    return training.sft_config(cfg, out_dir, device=torch.device("cpu"), dtype=torch.float32, seed=0)
+
+
+def test_cpu_config_turns_off_slow_defaults(smoke_params, tmp_path):
+    cfg = config(smoke_params, tmp_path)
+    assert cfg.bf16 is False and cfg.activation_checkpointing is False and cfg.use_cpu
+    assert cfg.save_strategy == "steps" and cfg.save_steps == 2
+    assert cfg.logging_steps == 1  # short runs still log a curve
+
+
+def test_interrupted_run_resumes_to_the_same_end(smoke_params, tiny_tokenizer, rows, tmp_path):
+    full = training.fit_sft(fresh_model(smoke_params, tiny_tokenizer), tiny_tokenizer, rows,
+                            config(smoke_params, tmp_path / "full"))
+    assert full["steps"] == 6 and full["resumed_from_step"] is None
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_sft(fresh_model(smoke_params, tiny_tokenizer), tiny_tokenizer, rows,
+                         config(smoke_params, tmp_path / "cut"), callbacks=[Crash(at=5)])
+    assert training.last_checkpoint(tmp_path / "cut").endswith("checkpoint-4")
+    model = fresh_model(smoke_params, tiny_tokenizer)  # a new process would start from scratch weights
+    resumed = training.fit_sft(model, tiny_tokenizer, rows, config(smoke_params, tmp_path / "cut"))
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+    assert resumed["tokens_seen"] == full["tokens_seen"]
+    assert resumed["curve"][-1]["loss"] == pytest.approx(full["curve"][-1]["loss"], rel=1e-4)
