@@ -8,6 +8,7 @@ build on the same config) goes through :func:`sft_config` so these choices live 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
         activation_checkpointing=False,
         gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,
+        # several CPU processes started by a launcher (tests, laptops) talk over gloo; naming a
+        # backend in a single process would make accelerate look for a process group
+        ddp_backend="gloo" if not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         packing=False,
         seed=seed,
         data_seed=seed,
