@@ -125,3 +125,30 @@ def prepare_pretrained(path_or_id: str | os.PathLike) -> tuple[PreTrainedModel, 
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, changes
+
+
+def unsloth_available() -> bool:
+    try:
+        import unsloth  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def load_for_training(path_or_id, device, use_unsloth: bool = False, max_seq_length: int = 4096):
+    """Load a checkpoint to train: through unsloth when asked for and usable (GPU), else transformers.
+
+    Returns ``(model, tokenizer, backend)``. unsloth patches the model for faster, leaner GPU
+    training; it is never imported unless enabled, and asking for it where it cannot run falls
+    back to transformers and says so in ``backend`` rather than failing a CPU run.
+    """
+    if use_unsloth and unsloth_available():
+        from unsloth import FastLanguageModel
+
+        _check_local(path_or_id)
+        model, tokenizer = FastLanguageModel.from_pretrained(str(path_or_id), max_seq_length=max_seq_length,
+                                                             dtype=None, load_in_4bit=False, full_finetuning=True)
+        return model, tokenizer, "unsloth"
+    model, tokenizer = load(path_or_id, device=device)
+    model.train()
+    return model, tokenizer, "transformers" + (" (unsloth requested but not available)" if use_unsloth else "")

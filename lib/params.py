@@ -174,6 +174,10 @@ class Train(Section):
     warmup_ratio: float = Field(ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
     max_length: int = Field(ge=16, description="Longest training sequence in tokens (longer ones are truncated and counted).")
     checkpoint_every: int = Field(ge=0, description="Save a resumable checkpoint every this many optimizer steps; 0 for none.")
+    accelerate_config: str | None = Field(
+        description="null trains in the notebook's process; a path such as configs/accelerate_zero3_8gpu.yaml "
+        "runs the same training under accelerate launch (python -m lib.train), on several processes/GPUs.")
+    use_unsloth: bool = Field(description="Load the model through unsloth when it is installed and a GPU is present; skipped otherwise.")
 
 
 class BasePretrain(Train):

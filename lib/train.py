@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packing", action="store_true")
     args = ap.parse_args(argv)
 
-    import torch
     from accelerate import PartialState
 
     from lib import model as modellib
@@ -54,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = spec.pop("seed", 0)
     cfg = Train.model_validate({k: v for k, v in spec.items() if k in Train.model_fields})
     device = modellib.pick_device("auto")
-    model, tokenizer = modellib.load(args.model, device="cpu")
-    model.train()
+    model, tokenizer, _ = modellib.load_for_training(args.model, "cpu", cfg.use_unsloth, cfg.max_length)
     sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device,
                                   dtype=modellib.train_dtype("auto", device), seed=seed)
     stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing)

@@ -115,3 +115,30 @@ def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = Fals
 
         return fit_packed(model, tokenizer, rows, cfg)
     return fit_sft(model, tokenizer, rows, cfg, resume=resume)
+
+
+def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device, seed: int,
+                packing: bool = False):
+    """A training stage's work, in process or under ``accelerate launch`` (``section.accelerate_config``).
+
+    Returns ``(model, tokenizer, stats)`` with the trained model loaded on ``device``.
+    Checkpoints go to ``out_dir/trainer`` (a rerun resumes from the newest).
+    """
+    from lib import model as modellib
+
+    if section.accelerate_config:
+        from lib import train
+        from lib.paths import resolve
+
+        stats = train.launch(start_checkpoint, rows, section, seed, out_dir, packing=packing,
+                             accelerate_config=str(resolve(section.accelerate_config)))
+        model, tokenizer = modellib.load(Path(out_dir) / "model", device=device)
+        stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
+        return model, tokenizer, stats
+    model, tokenizer, backend = modellib.load_for_training(start_checkpoint, device, section.use_unsloth,
+                                                           max_seq_length=section.max_length)
+    cfg = sft_config(section, Path(out_dir) / "trainer", device=device,
+                     dtype=modellib.train_dtype("auto", device), seed=seed)
+    stats = fit(model, tokenizer, rows, cfg, packing=packing)
+    stats["backend"] = backend
+    return model, tokenizer, stats

@@ -94,3 +94,34 @@ def test_sampler_n_samples_and_seed(tiny_model, tiny_tokenizer):
     assert len({c.text for c in a[0]}) > 1  # samples differ at T=1 from an untrained model
     with pytest.raises(ValueError, match="greedy"):
         sampling.sample(tiny_model, tiny_tokenizer, probs, n=2, temperature=0.0)
+
+
+def test_unsloth_is_skipped_cleanly_without_gpu(tiny_model, tiny_tokenizer, tmp_path):
+    path = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "ckpt")
+    assert modellib.unsloth_available() is False  # CI: not installed, no GPU
+    model, tok, backend = modellib.load_for_training(path, "cpu", use_unsloth=True)
+    assert backend == "transformers (unsloth requested but not available)" and model.training
+    _, _, backend = modellib.load_for_training(path, "cpu", use_unsloth=False)
+    assert backend == "transformers"
+
+
+def test_unsloth_glue(monkeypatch, tiny_model, tiny_tokenizer, tmp_path):
+    """With unsloth present (a stand-in here: it needs a GPU), the model comes from FastLanguageModel."""
+    import sys
+    import types
+
+    calls = {}
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(name, **kw):
+            calls["args"] = (name, kw)
+            return "unsloth-model", "unsloth-tokenizer"
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    monkeypatch.setattr(modellib, "unsloth_available", lambda: True)
+    path = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "ckpt")
+    model, tok, backend = modellib.load_for_training(path, "cuda", use_unsloth=True, max_seq_length=2048)
+    assert (model, tok, backend) == ("unsloth-model", "unsloth-tokenizer", "unsloth")
+    assert calls["args"][0] == str(path) and calls["args"][1]["max_seq_length"] == 2048
+    assert calls["args"][1]["full_finetuning"] is True
