@@ -197,6 +197,20 @@ class SFT(Train):
     eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy and EOS rate.")
 
 
+class DPO(Train):
+    source: Literal["teacher", "on_policy", "both"] = Field(
+        description="Where pairs come from: the teacher's rollouts (the paper: the rejected ones stages 1-2 "
+        "discarded), fresh samples of the SFT model, or both.")
+    beta: float = Field(gt=0, description="DPO temperature: how far the policy may move from the SFT reference (default 0.1).")
+    pairs_per_problem: int = Field(ge=1, description="Distinct (correct, incorrect) pairs per problem.")
+    length_match: bool = Field(description="Pair each correct rollout with the incorrect one closest in length (so DPO learns correctness, not length).")
+    balance_difficulty: bool = Field(description="Down-sample pairs to the same count per difficulty tag.")
+    on_policy_samples: int = Field(ge=1, description="Samples per problem from the SFT model for the on-policy source.")
+    on_policy_temperature: float = Field(gt=0, description="Sampling temperature of the on-policy rollouts.")
+    heldout_share: float = Field(ge=0, lt=1, description="Share of problems whose pairs are held out to measure preference accuracy.")
+    eval_problems: int = Field(ge=1, description="Held-out test problems for the stage's quick greedy accuracy.")
+
+
 class Eval(Section):
     benchmarks: list[str] = Field(min_length=1, description="Evaluation sets: 'synthetic' (held-out generator "
                                   "problems), a preset of lib.benchmarks.PRESETS (hub, e.g. math500), or a .jsonl path "
@@ -233,6 +247,7 @@ SECTIONS: dict[str, type[Section]] = {
     "base_pretrain": BasePretrain,
     "mid_train": MidTrain,
     "sft": SFT,
+    "dpo": DPO,
     "eval": Eval,
     "verify": Verify,
     "teacher": Teacher,
@@ -250,6 +265,7 @@ class Params(BaseModel):
     base_pretrain: BasePretrain
     mid_train: MidTrain
     sft: SFT
+    dpo: DPO
     eval: Eval
     verify: Verify
     teacher: Teacher

@@ -30,6 +30,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("04_sft", "Distillation as SFT", ("run", "problems", "sft", "verify"),
           deps=("00_base_model", "02_tag_data"), optional_deps=("03_mid_train",), key_metric="heldout_accuracy",
           checkpoint="model", label="+ SFT"),
+    Stage("05_rollout_dpo", "Rollout DPO", ("run", "problems", "dpo", "verify"),
+          deps=("02_tag_data", "04_sft"), key_metric="heldout_accuracy", checkpoint="model", label="+ rollout DPO"),
 )
 # Evaluation reads every checkpoint stage present in the run, so it is registered after them.
 STAGES = STAGES + (

@@ -1,0 +1,149 @@
+"""Rollout DPO (stage 3): preference pairs from correct vs. incorrect rollouts, TRL's DPO trainer.
+
+Pairs (SPEC.md, stage 3): for a problem with at least one verified-correct and one incorrect
+rollout, chosen = a correct rollout, rejected = an incorrect one (:func:`lib.subsets.dpo_pairs`:
+pairs per problem, length matching). Sources: the teacher's rollouts that stages 1-2 threw away
+(the paper's choice), fresh rollouts sampled from the SFT model (on-policy), or both. The
+reference model is the SFT checkpoint; the loss is TRL's standard sigmoid DPO loss.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import torch
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from lib import chat, metrics, subsets
+from lib.training import run_trainer
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "problem_id", "difficulty")
+
+
+class NoPairsError(ValueError):
+    """A DPO source gave no usable (correct, incorrect) pair; the message says why."""
+
+
+def on_policy_rollouts(sampler, source: pd.DataFrame, verifier, n: int, seed: int) -> pd.DataFrame:
+    """Sample ``n`` completions per problem from the model being trained and verify them.
+
+    ``source``: one row per problem with ``problem_id, problem, answer`` (+ tag columns, kept).
+    Returns rollout rows in the same columns as the teacher's (``text``, ``correct``, ``length``).
+    """
+    probs = source.drop_duplicates("problem_id").reset_index(drop=True)
+    completions = sampler.sample(list(probs["problem"]), n=n, seed=seed)
+    checks = verifier.check_many([(a, c.text) for a, cs in zip(probs["answer"], completions) for c in cs])
+    rows, k = [], 0
+    for (_, p), cs in zip(probs.iterrows(), completions):
+        for j, c in enumerate(cs):
+            rows.append({**p.to_dict(), "sample_index": j, "text": c.text, "correct": checks[k].equal,
+                         "checker": checks[k].checker, "length": c.n_tokens, "n_tokens": c.n_tokens,
+                         "finished": c.finished, "repetitive": metrics.is_repetitive(c.text), "teacher": "on_policy"})
+            k += 1
+    return pd.DataFrame(rows)
+
+
+def build_pairs(sources: dict[str, pd.DataFrame], pairs_per_problem: int, length_match: bool,
+                seed: int) -> tuple[pd.DataFrame, dict]:
+    """Pairs from each source (tagged rollout tables), concatenated; stats per source.
+
+    Raises :class:`NoPairsError` naming every source and why it gave nothing, when none gave a pair.
+    """
+    parts, stats, reasons = [], {}, {}
+    for name, df in sources.items():
+        try:
+            pairs, st = subsets.dpo_pairs(df, pairs_per_problem=pairs_per_problem, length_match=length_match,
+                                          seed=seed)
+        except ValueError as e:
+            reasons[name] = str(e)
+            stats[name] = {"pairs": 0, "reason": str(e)}
+            continue
+        parts.append(pairs.assign(source=name))
+        stats[name] = {"pairs": len(pairs), "problems": int(pairs.problem_id.nunique()),
+                       "by_difficulty": pairs.difficulty.value_counts().to_dict()}
+    if not parts:
+        raise NoPairsError("no DPO pairs: " + "; ".join(f"source '{k}': {v}" for k, v in reasons.items())
+                           + ". Pairs need problems with both a verified-correct and an incorrect rollout: "
+                           "use more rollouts per problem, harder problems, or dpo.source: on_policy/both.")
+    return pd.concat(parts, ignore_index=True), stats
+
+
+def balance(pairs: pd.DataFrame, column: str, seed: int) -> pd.DataFrame:
+    """Down-sample so every value of ``column`` has as many pairs as the rarest one (seeded)."""
+    counts = pairs[column].value_counts()
+    if counts.empty:
+        return pairs
+    n = int(counts.min())
+    return (pairs.groupby(column, group_keys=False).sample(n=n, random_state=seed)
+            .sort_values(["problem_id"], kind="stable").reset_index(drop=True))
+
+
+def split_heldout(pairs: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the pairs of a share of problems (never a problem's pairs on both sides)."""
+    ids = sorted(pairs.problem_id.unique())
+    random.Random(seed).shuffle(ids)
+    held = set(ids[:max(1, round(share * len(ids)))]) if share > 0 and len(ids) > 1 else set()
+    mask = pairs.problem_id.isin(held)
+    return pairs[~mask].reset_index(drop=True), pairs[mask].reset_index(drop=True)
+
+
+def to_dataset(pairs: pd.DataFrame) -> Dataset:
+    """TRL's conversational preference format, prompts built by lib.chat like every other stage."""
+    return Dataset.from_list([{"prompt": chat.prompt_messages(r.prompt),
+                               "chosen": [{"role": "assistant", "content": r.chosen}],
+                               "rejected": [{"role": "assistant", "content": r.rejected}]}
+                              for r in pairs.itertuples()])
+
+
+def dpo_config(section, out_dir, *, device: torch.device, dtype: torch.dtype, seed: int) -> DPOConfig:
+    """DPOConfig from params ``dpo``, with the CPU choices of lib.training (no bf16/checkpointing on CPU)."""
+    on_cuda = device.type == "cuda"
+    return DPOConfig(
+        output_dir=str(out_dir), beta=section.beta, learning_rate=section.lr, num_train_epochs=section.epochs,
+        max_steps=section.max_steps, per_device_train_batch_size=section.batch_size,
+        per_device_eval_batch_size=section.batch_size, gradient_accumulation_steps=section.grad_accum,
+        warmup_steps=section.warmup_ratio, lr_scheduler_type="cosine", max_length=section.max_length,
+        bf16=on_cuda and dtype == torch.bfloat16, activation_checkpointing=False, gradient_checkpointing=None,
+        use_cpu=not on_cuda, seed=seed, data_seed=seed, report_to="none",
+        logging_steps=1 if 0 < section.max_steps <= 50 else 5,
+        save_strategy="steps" if section.checkpoint_every else "no", save_steps=section.checkpoint_every or 500,
+        save_total_limit=2, eval_strategy="no", dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding")
+
+
+def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame,
+            cfg: DPOConfig) -> dict:
+    """Train; return loss/margin curves and held-out preference accuracy before and after.
+
+    Before training the policy equals the reference, so every implicit reward is 0 and TRL's
+    preference accuracy (chosen reward > rejected reward) is 0 by construction: compare the
+    "after" value with 0.5, a coin flip.
+    """
+    datasets.disable_progress_bars()
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=to_dataset(train_pairs),
+                         eval_dataset=to_dataset(eval_pairs) if len(eval_pairs) else None,
+                         processing_class=tokenizer)
+    before = trainer.evaluate() if len(eval_pairs) else {}
+    t0 = time.time()
+    stats = run_trainer(trainer)
+    after = trainer.evaluate() if len(eval_pairs) else {}
+    stats["curve"] = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate"),
+                       "margin": h.get("rewards/margins"), "accuracy": h.get("rewards/accuracies")}
+                      for h in trainer.state.log_history if "loss" in h]
+    stats.update({
+        "heldout_pref_accuracy_before": before.get("eval_rewards/accuracies"),
+        "heldout_pref_accuracy_after": after.get("eval_rewards/accuracies"),
+        "heldout_margin_before": before.get("eval_rewards/margins"),
+        "heldout_margin_after": after.get("eval_rewards/margins"),
+        "pairs_per_s": len(train_pairs) * cfg.num_train_epochs / max(time.time() - t0, 1e-9)
+        if cfg.max_steps <= 0 else None,
+    })
+    return stats
+
+
+def save_pairs(pairs: pd.DataFrame, path: Path) -> None:
+    pairs.to_parquet(path)
