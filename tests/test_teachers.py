@@ -385,3 +385,22 @@ def test_make_teacher():
         T.make_teacher("r1")
     with pytest.raises(ValueError, match="unknown argument\\(s\\) \\['temprature'\\]"):
         T.make_teacher("endpoint", base_url="http://x/v1", model="m", temprature=0.6)
+
+
+
+def test_every_slip_resolves_or_is_refused():
+    """Regression: a slip on a fraction's reduction line once divided by zero and crashed a run.
+
+    Every slip the teacher can draw (each step x each delta) must give a trace or a SlipError.
+    """
+    ps = P.generate(400, seed=0, split="train")
+    tried = 0
+    for p in ps:
+        for i in range(len(p.steps)):
+            for delta in (-10, -2, -1, 1, 2, 10):
+                try:
+                    p.resolve((i, delta))
+                except P.SlipError:
+                    pass
+                tried += 1
+    assert tried > 4000
