@@ -1,0 +1,265 @@
+"""Packing (lib/packing.py): lossless bins, and packed == one-by-one losses and gradients.
+
+The loss/gradient equalities are the proof that packed examples do not see each other; the
+negative controls show the same check fails when the block mask is missing.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib import chat, packing, problems
+from lib.model import build_scratch
+from lib.packing import IGNORE, PackedCollator, pack
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: the tests share 2 cores with other work, and oversubscribed threads run ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _ex(n: int, start: int = 0, prompt: int = 2) -> dict:
+    ids = list(range(start, start + n))
+    return {"input_ids": ids, "labels": [IGNORE] * min(prompt, n) + ids[prompt:]}
+
+
+def _features(rows):
+    return [{"input_ids": r.input_ids, "labels": r.labels, "seq_lengths": r.seq_lengths} for r in rows]
+
+
+# --------------------------------------------------------------------------- pack
+@pytest.mark.parametrize("lengths,max_length,expected_rows", [
+    ([5, 5, 5, 5], 10, [[0, 1], [2, 3]]),
+    # BFD: 6 -> r0 (4 left), 5 -> r1 (5 left), 4 -> r0 (exact fit beats r1), 3 -> r1, 2 -> r1
+    ([6, 5, 4, 3, 2], 10, [[0, 2], [1, 3, 4]]),
+    ([3, 9, 1], 10, [[1, 2], [0]]),
+    ([10, 10], 10, [[0], [1]]),
+    ([12, 3], 10, [[0], [1]]),           # 12 is truncated to 10 and fills a row alone
+    ([1], 10, [[0]]),
+])
+def test_pack_bfd_table(lengths, max_length, expected_rows):
+    rows, _ = pack([_ex(n, 100 * i) for i, n in enumerate(lengths)], max_length)
+    assert [r.example_ids for r in rows] == expected_rows
+
+
+def test_pack_is_lossless_and_counts_truncation():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 80) for _ in range(300)] + [100, 130]  # two longer than max_length
+    examples = [_ex(n, 1000 * i) for i, n in enumerate(lengths)]
+    rows, stats = pack(examples, 96)
+
+    seen = sorted(i for r in rows for i in r.example_ids)
+    assert seen == list(range(len(examples)))  # every example exactly once, none dropped
+    for r in rows:
+        assert len(r.input_ids) == len(r.labels) == sum(r.seq_lengths) <= 96
+        off = 0
+        for i, n in zip(r.example_ids, r.seq_lengths):
+            assert n == min(lengths[i], 96)
+            assert r.input_ids[off:off + n] == examples[i]["input_ids"][:n]  # truncation keeps the start
+            assert r.labels[off:off + n] == examples[i]["labels"][:n]
+            off += n
+    assert stats.n_truncated == 2 and stats.tokens_truncated == (100 - 96) + (130 - 96)
+    assert stats.tokens == sum(min(n, 96) for n in lengths) == sum(len(r.input_ids) for r in rows)
+    assert stats.n_rows == len(rows) and stats.n_examples == len(examples)
+    lower_bound = -(-stats.tokens // 96)
+    assert stats.n_rows <= lower_bound * 11 / 9 + 1 and stats.fill > 0.9  # BFD's bound; near-full rows
+    assert pack(examples, 96) == (rows, stats)  # deterministic
+
+
+def test_pack_counts_examples_left_without_loss():
+    ex = {"input_ids": list(range(20)), "labels": [IGNORE] * 15 + list(range(15, 20))}
+    _, stats = pack([ex], 10)  # the prompt alone fills the row: kept, and counted
+    assert (stats.n_truncated, stats.n_without_loss) == (1, 1)
+
+
+def test_pack_rejects_bad_examples():
+    with pytest.raises(ValueError, match="labels"):
+        pack([{"input_ids": [1, 2], "labels": [1]}], 10)
+    with pytest.raises(ValueError, match="empty"):
+        pack([{"input_ids": [], "labels": []}], 10)
+
+
+# --------------------------------------------------------------------------- collate
+def test_collator_shapes_positions_labels_and_mask():
+    feats = [{"input_ids": [11, 12, 13, 21, 22], "labels": [11, 12, 13, 21, 22], "seq_lengths": [3, 2]},
+             {"input_ids": [31, 32, 33, 34, 35, 36, 37], "labels": [IGNORE] * 2 + [33, 34, 35, 36, 37]}]
+    b = PackedCollator(pad_token_id=0)(feats)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in b.items()} == {
+        "input_ids": ((2, 7), torch.long), "labels": ((2, 7), torch.long),
+        "position_ids": ((2, 7), torch.long), "attention_mask": ((2, 1, 7, 7), torch.bool)}
+    assert b["input_ids"][0].tolist() == [11, 12, 13, 21, 22, 0, 0]
+    assert b["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1], list(range(7))]
+    # first token of every example and every pad carry no loss
+    assert b["labels"][0].tolist() == [IGNORE, 12, 13, IGNORE, 22, IGNORE, IGNORE]
+    seg = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    expected = (seg[:, None] == seg[None, :]) & torch.ones(7, 7, dtype=torch.bool).tril()
+    assert torch.equal(b["attention_mask"][0, 0], expected)
+    assert torch.equal(b["attention_mask"][1, 0], torch.ones(7, 7, dtype=torch.bool).tril())
+    assert b["attention_mask"].any(-1).all()  # no query row is fully masked (sdpa would give NaN)
+
+    f = PackedCollator(pad_token_id=0, mask_dtype=torch.float32, pad_to_multiple_of=8)(feats)["attention_mask"]
+    assert f.shape == (2, 1, 8, 8) and f.dtype == torch.float32
+    assert set(f.unique().tolist()) == {0.0, torch.finfo(torch.float32).min}
+    assert "attention_mask" not in PackedCollator(pad_token_id=0, mask="none")(feats)
+
+
+@pytest.mark.parametrize("attn,mode,dtype", [("sdpa", "4d", torch.bool), ("eager", "4d", torch.float32)])
+def test_collator_for_fits_the_attention(tiny_tokenizer, smoke_params, attn, mode, dtype):
+    model = build_scratch(smoke_params.model, tiny_tokenizer)
+    model.set_attn_implementation(attn)
+    c = packing.collator_for(model, tiny_tokenizer)
+    assert (c.mask, c.mask_dtype, c.pad_token_id) == (mode, dtype, tiny_tokenizer.pad_token_id)
+
+
+def test_collator_rejects_inconsistent_seq_lengths():
+    with pytest.raises(ValueError, match="seq_lengths"):
+        PackedCollator(pad_token_id=0)([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "seq_lengths": [2]}])
+
+
+# --------------------------------------------------------------------------- equivalence
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    """Chat rows whose answers vary from a short CoT to several re-checked passes (long CoT)."""
+    rng = random.Random(seed)
+    out = []
+    for p in problems.generate(n, seed=seed):
+        cot = problems.cot_solution(p)
+        out.append(chat.conversation(p.problem, cot + "\nLet me check.\n" + cot * rng.randint(0, 2)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_and_examples(tiny_tokenizer, smoke_params):
+    """A fresh model (tokenize() patches TRL's LM head onto it), and TRL-tokenized examples."""
+    torch.manual_seed(0)
+    model = build_scratch(smoke_params.model, tiny_tokenizer).eval()
+    with torch.no_grad():  # sharper attention than the init's near-uniform one: leaks show up clearly
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8)
+    examples = packing.tokenize(model, tiny_tokenizer, _rows(24))
+    return model, examples
+
+
+def _token_logprobs(logits, labels) -> torch.Tensor:
+    """Log-prob of each labelled next token, in order (flattened)."""
+    lp = F.log_softmax(logits[:, :-1].float(), -1)
+    lab = labels[:, 1:]
+    keep = lab != IGNORE
+    return lp.gather(-1, lab.clamp(min=0)[..., None])[..., 0][keep]
+
+
+def _one_by_one(model, examples) -> torch.Tensor:
+    return torch.cat([_token_logprobs(model(input_ids=torch.tensor([e["input_ids"]])).logits,
+                                      torch.tensor([e["labels"]])) for e in examples])
+
+
+def _packed(model, examples, max_length, **collator_kw):
+    rows, _ = pack(examples, max_length)
+    batch = PackedCollator(pad_token_id=0, **collator_kw)(_features(rows))
+    # reorder examples to packing order so token log-probs line up with the one-by-one reference
+    order = [i for r in rows for i in r.example_ids]
+    return batch, [examples[i] for i in order]
+
+
+def test_tokenize_matches_trl_prompt_completion(model_and_examples, tiny_tokenizer):
+    _, examples = model_and_examples
+    row = _rows(24)[0]
+    text = tiny_tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    assert tiny_tokenizer.decode(examples[0]["input_ids"]) == text
+    n_prompt = len(tiny_tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True)["input_ids"])
+    lab = examples[0]["labels"]
+    assert lab[:n_prompt] == [IGNORE] * n_prompt and IGNORE not in lab[n_prompt:]
+    assert lab[-1] == tiny_tokenizer.eos_token_id  # the model learns to stop
+
+
+@pytest.mark.parametrize("attn,mask_dtype,mode", [
+    ("sdpa", torch.bool, "4d"),
+    ("eager", torch.float32, "4d"),
+    ("sdpa", torch.bool, "none"),  # transformers infers the blocks from position_ids (needs use_cache=False)
+])
+def test_packed_loss_equals_one_by_one(model_and_examples, attn, mask_dtype, mode):
+    model, examples = model_and_examples
+    model.set_attn_implementation(attn)
+    try:
+        batch, ordered = _packed(model, examples, 512, mask=mode, mask_dtype=mask_dtype)
+        assert batch["input_ids"].shape[0] < len(examples) / 2  # several examples per row
+        with torch.no_grad():
+            ref = _one_by_one(model, ordered)
+            got = _token_logprobs(model(**batch, use_cache=False).logits, batch["labels"])
+        assert got.shape == ref.shape
+        assert torch.allclose(got, ref, atol=1e-4, rtol=0)
+        assert abs(got.sum() - ref.sum()) <= 1e-4 * abs(ref.sum())
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_without_block_mask_examples_leak(model_and_examples):
+    """Negative controls: plain causal over the row; position_ids with a cache built (a plain
+    forward's default, which turns off transformers' packed-sequence detection); and a bool mask
+    given to eager attention, which adds it to the scores (+0/+1) instead of masking."""
+    model, examples = model_and_examples
+    batch, ordered = _packed(model, examples, 512)
+    with torch.no_grad():
+        ref = _one_by_one(model, ordered)
+        plain = _token_logprobs(model(input_ids=batch["input_ids"], use_cache=False).logits, batch["labels"])
+        cached = _token_logprobs(model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                       use_cache=True).logits, batch["labels"])
+        model.set_attn_implementation("eager")
+        try:
+            eager_bool = _token_logprobs(model(**batch, use_cache=False).logits, batch["labels"])
+        finally:
+            model.set_attn_implementation("sdpa")
+    for leaky in (plain, cached, eager_bool):
+        # 100x the tolerance of the equality test, on a large share of tokens (the first example
+        # of a row is unaffected). The summed loss of a random model barely moves (~5e-5 relative):
+        # cross-attention errors average out, which is why the equality test compares every token.
+        assert (leaky - ref).abs().max() > 1e-2
+        assert ((leaky - ref).abs() > 1e-4).float().mean() > 0.25
+
+
+def test_packed_gradients_equal_padded(model_and_examples, tiny_tokenizer):
+    """One step's gradient: packed rows vs TRL's padded batches of the same examples."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, examples = model_and_examples
+    examples = examples[:12]
+
+    def grads(batch):
+        model.zero_grad()
+        lp = _token_logprobs(model(**batch, use_cache=False).logits, batch["labels"])
+        (-lp.sum() / lp.numel()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, lp.numel()
+
+    padded = DataCollatorForLanguageModeling(pad_token_id=tiny_tokenizer.pad_token_id)(examples)
+    batch, _ = _packed(model, examples, 512)
+    g_pad, n_pad = grads(padded)
+    g_pack, n_pack = grads(batch)
+    model.zero_grad()
+    assert n_pad == n_pack and g_pad.keys() == g_pack.keys()
+    for name in g_pad:
+        assert torch.allclose(g_pack[name], g_pad[name], rtol=1e-4, atol=1e-6), name
+
+
+# --------------------------------------------------------------------------- training
+def test_fit_packed_trains_and_counts_real_tokens(tiny_tokenizer, smoke_params, tmp_path):
+    from lib.training import sft_config
+
+    torch.manual_seed(0)
+    model = build_scratch(smoke_params.model, tiny_tokenizer)
+    cfg = sft_config(smoke_params.base_pretrain, tmp_path, device=torch.device("cpu"), dtype=torch.float32,
+                     seed=0, max_length=256, per_device_train_batch_size=4, num_train_epochs=3,
+                     learning_rate=3e-3, warmup_steps=0.0, logging_steps=1)
+    stats = packing.fit_packed(model, tiny_tokenizer, _rows(48), cfg)
+    assert {"steps", "train_loss", "final_loss", "tokens_seen", "tokens_per_s", "train_seconds",
+            "curve", "packing"} <= stats.keys()
+    p = stats["packing"]
+    assert stats["steps"] == 3 * -(-p["n_rows"] // 4)
+    assert stats["tokens_seen"] == 3 * p["tokens"]  # real tokens, each row once per epoch
+    losses = [c["loss"] for c in stats["curve"]]
+    assert losses[-1] < losses[0] - 0.5
