@@ -163,7 +163,8 @@ RULES: tuple[Rule, ...] = (
     _rule("count_choose2", r"In how many ways can 2 .* be chosen from", "counting_probability", 1),
     _rule("count_product", r"How many \w+ (?:of one of each|are possible)", "counting_probability", 1),
     _rule("prob_one", r"One ball is drawn at random.*probability", "counting_probability", 2),
-    _rule("prob_both", r"Two are drawn without replacement.*probability that both are", "counting_probability", 3),
+    _rule("count_neither", r"^Of \d+ \w+, \d+ .+ and \d+ do both\. How many do neither\?", "counting_probability", 3),
+    _rule("prob_both", r"Two are drawn without replacement.*probability that both are", "counting_probability", 4),
     _rule("prob_same_diff", r"Two are drawn without replacement.*(?:the same|different) colou?rs?",
           "counting_probability", 4),
     # geometry: one-shape perimeter; one area or two shapes; composite with a triangle or a
