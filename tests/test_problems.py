@@ -351,3 +351,14 @@ def test_step_is_frozen_and_prints_its_text():
     assert not Step("*", (12, 3), 35).is_correct
     with pytest.raises(AttributeError):
         st.value = 1
+
+
+def test_no_reordered_twin_across_splits():
+    """Train and test never share a problem up to the order of its numbers or words."""
+    from lib import problems as P
+
+    train = P.generate(8000, seed=0, split="train")
+    test = P.generate(500, seed=0, split="test")
+    test_keys = {P.split_key(p.problem) for p in test}
+    assert not [p.problem for p in train if P.split_key(p.problem) in test_keys]
+    assert P.split_key("remainder when 2 * 9 is divided by 12") == P.split_key("remainder when 9 * 2 is divided by 12")
