@@ -19,7 +19,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from lib import chat, metrics, subsets
-from lib.training import run_trainer
+from lib.training import run_trainer, trainer_kwargs
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "problem_id", "difficulty")
 
@@ -100,19 +100,9 @@ def to_dataset(pairs: pd.DataFrame) -> Dataset:
 
 
 def dpo_config(section, out_dir, *, device: torch.device, dtype: torch.dtype, seed: int) -> DPOConfig:
-    """DPOConfig from params ``dpo``, with the CPU choices of lib.training (no bf16/checkpointing on CPU)."""
-    on_cuda = device.type == "cuda"
-    return DPOConfig(
-        output_dir=str(out_dir), beta=section.beta, learning_rate=section.lr, num_train_epochs=section.epochs,
-        max_steps=section.max_steps, per_device_train_batch_size=section.batch_size,
-        per_device_eval_batch_size=section.batch_size, gradient_accumulation_steps=section.grad_accum,
-        warmup_steps=section.warmup_ratio, lr_scheduler_type="cosine", max_length=section.max_length,
-        bf16=on_cuda and dtype == torch.bfloat16, activation_checkpointing=False, gradient_checkpointing=None,
-        use_cpu=not on_cuda, seed=seed, data_seed=seed, report_to="none",
-        logging_steps=1 if 0 < section.max_steps <= 50 else 5,
-        save_strategy="steps" if section.checkpoint_every else "no", save_steps=section.checkpoint_every or 500,
-        save_total_limit=2, eval_strategy="no", dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding")
+    """DPOConfig from params ``dpo``, with the device choices every recipe trainer shares."""
+    kwargs = trainer_kwargs(section, out_dir, device=device, dtype=dtype, seed=seed)
+    return DPOConfig(**kwargs, beta=section.beta, per_device_eval_batch_size=section.batch_size, eval_strategy="no")
 
 
 def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame,

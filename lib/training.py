@@ -20,11 +20,10 @@ from trl import SFTConfig, SFTTrainer
 from lib.params import Train
 
 
-def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: torch.dtype, seed: int,
-               **overrides) -> SFTConfig:
-    """An SFTConfig from a params training section, tuned for the device."""
+def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
+    """Arguments every TRL trainer config of the recipe shares (SFT, DPO), tuned for the device."""
     on_cuda = device.type == "cuda"
-    kwargs = dict(
+    return dict(
         output_dir=str(out_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
@@ -41,7 +40,6 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
         # several CPU processes started by a launcher (tests, laptops) talk over gloo; naming a
         # backend in a single process would make accelerate look for a process group
         ddp_backend="gloo" if not on_cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        packing=False,
         seed=seed,
         data_seed=seed,
         logging_steps=1 if 0 < cfg.max_steps <= 50 else 5,  # short runs still get a loss curve
@@ -53,6 +51,13 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+
+
+def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: torch.dtype, seed: int,
+               **overrides) -> SFTConfig:
+    """An SFTConfig from a params training section, tuned for the device."""
+    kwargs = trainer_kwargs(cfg, out_dir, device=device, dtype=dtype, seed=seed)
+    kwargs.update(packing=False)
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 
