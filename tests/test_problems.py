@@ -41,8 +41,8 @@ def sample() -> list[Problem]:
      ["7 - 4 = 3", "-3 - 3 = -6", "-6 / 3 = -2"], "-2"),
     ("algebra", 3, {"form": "substitute", "a": 2, "b": 6, "c": 1, "x": 1},
      ["1 + 2 = 3", "9 - 6 = 3", "3 / 3 = 1", "2 * 1 = 2", "2 + 6 = 8"], "(1, 8)"),
-    ("algebra", 4, {"form": "system", "a": 5, "b": 2, "x": 9, "y": 5},
-     ["2 * 14 = 28", "55 - 28 = 27", "5 - 2 = 3", "27 / 3 = 9", "14 - 9 = 5"], "(9, 5)"),
+    ("algebra", 4, {"form": "system", "a": 4, "b": 1, "x": 4, "y": 3},  # 4x + y = 19 and x - y = 1
+     ["4 + 1 = 5", "19 + 1 = 20", "20 / 5 = 4", "4 * 4 = 16", "19 - 16 = 3"], "(4, 3)"),
     ("number_theory", 2, {"factors": [9, 7, 9], "m": 6},
      ["9 * 7 = 63", "63 mod 6 = 3", "3 * 9 = 27", "27 mod 6 = 3"], "3"),
     ("counting_probability", 3, {"form": "neither", "kind": "sport", "n": 30, "a": 12, "b": 15, "both": 5},
@@ -241,8 +241,6 @@ def _oracle(p: Problem):
         return n[0] * n[1] + Fraction(n[2] * n[3], 2)
     if "trapezoid" in t:
         return Fraction((n[0] + n[1]) * n[2], 2)
-    if "box" in t:
-        return 2 * (n[0] * n[1] + n[0] * n[2] + n[1] * n[2])
     raise AssertionError(f"no oracle for {t!r}")
 
 
@@ -332,6 +330,11 @@ def test_slip_example_is_propagated():
                                        "6 / 3 = 2", "57 / 3 = 19"] and answer == "\\frac{2}{19}"
     with pytest.raises(SlipError):
         q.resolve(slip=(1, -8))  # no balls left: 0 * (-1) = 0 is a zero denominator
+
+
+def test_cot_solution_with_slip():
+    p = make_problem("arithmetic", 2, {"start": 7, "ops": [["+", 5], ["*", 3], ["-", 4]]})
+    assert cot_solution(p, slip=(1, -1)) == "<think>\n7 + 5 = 12\n12 * 3 = 35\n35 - 4 = 31\n</think>\n\\boxed{31}"
 
 
 def test_to_dict_from_dict_round_trip(sample):
