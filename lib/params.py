@@ -211,6 +211,54 @@ class DPO(Train):
     eval_problems: int = Field(ge=1, description="Held-out test problems for the stage's quick greedy accuracy.")
 
 
+RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+
+
+class RL(Train):
+    """Stage 4: GRPO with a +1/-1 verifiable reward and the paper's three stability tricks.
+
+    ``max_length`` is the completion budget (GRPO's max_completion_length) and ``batch_size``
+    counts completions per micro-batch (a multiple of ``num_generations``)."""
+    init_from: Literal["dpo", "sft"] = Field(description="Start from the rollout-DPO model (the recipe) or the SFT model.")
+    num_generations: int = Field(ge=2, description="Group size G: completions sampled per prompt (Phi-4-reasoning: 8).")
+    loss_type: Literal[RL_LOSS_TYPES] = Field(  # type: ignore[valid-type]
+        description="TRL GRPO loss: grpo, dr_grpo, dapo (DAPO's token-level loss), bnpo, cispo or sapo.")
+    beta: float = Field(ge=0, description="KL coefficient against the starting model (0 means no reference model).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        description="Advantage scaling: divide by the group's reward std, the batch's, or not at all.")
+    unverifiable_reward: float = Field(
+        description="Reward of an answer the checker cannot decide (no boxed answer, parse failure, timeout); counted.")
+    prompt_optimization: bool = Field(
+        description="Trick 1: keep only prompts whose sampled response lengths are relatively uniform.")
+    probe_samples: int = Field(ge=2, description="Samples per candidate prompt from the starting model (for tricks 1 and 2).")
+    probe_temperature: float = Field(gt=0, description="Sampling temperature of the probe samples.")
+    max_length_cv: float = Field(gt=0, description="Trick 1: keep a prompt when std/mean of its response lengths is at most this.")
+    rebalance: bool = Field(
+        description="Trick 2: pass-rate filter and hard-problem oversampling of prompts, and balanced groups in "
+        "training (all correct completions + as many random incorrect ones; all-equal groups give no gradient).")
+    max_pass_rate: float = Field(ge=0, le=1, description="Trick 2: drop prompts whose probe pass rate is above this (paper: 0.5).")
+    drop_unsolved: bool = Field(description="Trick 2: also drop prompts with no correct probe sample.")
+    hard_below: float = Field(ge=0, le=1, description="Trick 2: a prompt with a probe pass rate below this counts as hard.")
+    oversample_hard: int = Field(ge=1, description="Trick 2: hard prompts appear this many times in the RL prompt set.")
+    temperature_annealing: bool = Field(
+        description="Trick 3: anneal the sampling (and log-probability) temperature from start to end.")
+    temperature_start: float = Field(gt=0, description="Sampling temperature at step 0 (paper: 1.0); plain GRPO keeps it.")
+    temperature_end: float = Field(gt=0, description="Temperature after annealing (paper: 0.6).")
+    anneal_fraction: float = Field(ge=0, le=1, description="Share of the steps over which the temperature falls linearly (paper: 0.5).")
+    compare_plain: bool = Field(description="Also run plain GRPO (no tricks, constant start temperature) with the same seed and budget.")
+    eval_every: int = Field(ge=1, description="Track held-out pass@1 and cons@k every this many steps.")
+    eval_problems: int = Field(ge=1, description="Held-out test problems tracked during RL.")
+    eval_samples: int = Field(ge=1, description="Samples per tracked problem: cons@k with k equal to this (paper: 16).")
+    use_vllm: bool = Field(description="Generate rollouts with vLLM (colocated) when installed and a GPU is present.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size={self.batch_size} must be a multiple of num_generations="
+                             f"{self.num_generations} (it counts completions, whole groups per micro-batch)")
+        return self
+
+
 class Eval(Section):
     benchmarks: list[str] = Field(min_length=1, description="Evaluation sets: 'synthetic' (held-out generator "
                                   "problems), a preset of lib.benchmarks.PRESETS (hub, e.g. math500), or a .jsonl path "
@@ -248,6 +296,7 @@ SECTIONS: dict[str, type[Section]] = {
     "mid_train": MidTrain,
     "sft": SFT,
     "dpo": DPO,
+    "rl": RL,
     "eval": Eval,
     "verify": Verify,
     "teacher": Teacher,
@@ -266,6 +315,7 @@ class Params(BaseModel):
     mid_train: MidTrain
     sft: SFT
     dpo: DPO
+    rl: RL
     eval: Eval
     verify: Verify
     teacher: Teacher

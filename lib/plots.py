@@ -57,3 +57,47 @@ def loss_curves(curve: pd.DataFrame, title: str) -> matplotlib.figure.Figure:
     axes[1].set_title(f"{title}: learning rate")
     fig.tight_layout()
     return fig
+
+
+def prompt_selection(probed: pd.DataFrame, selected: pd.DataFrame) -> matplotlib.figure.Figure:
+    """RL prompt selection: length CV and pass rate of the candidates vs the prompts kept."""
+    kept = probed["problem"].isin(set(selected["problem"]))
+    df = probed.assign(set=kept.map({True: "kept", False: "dropped"}))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.2))
+    sns.histplot(data=df, x="length_cv", hue="set", ax=axes[0], bins=30, multiple="stack")
+    axes[0].set_title("response-length CV per prompt (trick 1)")
+    sns.histplot(data=df, x="pass_rate", hue="set", ax=axes[1], bins=10, multiple="stack", discrete=False)
+    axes[1].set_title("probe pass rate per prompt (trick 2)")
+    lengths = pd.DataFrame([{"set": s, "tokens": n} for s, ls in (("all candidates", probed["lengths"]),
+                                                                   ("kept", probed.loc[kept, "lengths"]))
+                            for row in ls for n in row])
+    if not lengths.empty:
+        sns.boxplot(data=lengths, x="set", y="tokens", ax=axes[2], fliersize=1)
+    axes[2].set_title("response lengths before / after selection")
+    fig.tight_layout()
+    return fig
+
+
+def rl_steps(curves: dict[str, pd.DataFrame]) -> matplotlib.figure.Figure:
+    """Per-step reward, response length, sampling temperature and filtered-group share, per variant."""
+    df = pd.concat([c.assign(variant=name) for name, c in curves.items()], ignore_index=True)
+    cols = [("reward", "mean reward"), ("length", "mean completion tokens"), ("temperature", "sampling temperature"),
+            ("all_equal_share", "share of all-equal groups")]
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3))
+    for ax, (col, title) in zip(axes, cols):
+        if col in df and df[col].notna().any():
+            sns.lineplot(data=df, x="step", y=col, hue="variant", ax=ax, marker="o", markersize=3)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def rl_tracking(histories: dict[str, pd.DataFrame], k: int) -> matplotlib.figure.Figure:
+    """Held-out pass@1 and cons@k against RL step, per variant (the paper's stability signal)."""
+    df = pd.concat([h.assign(variant=name) for name, h in histories.items()], ignore_index=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, col in zip(axes, ["pass1", f"cons@{k}"]):
+        sns.lineplot(data=df.assign(**{col: 100 * df[col]}), x="step", y=col, hue="variant", marker="o", ax=ax)
+        ax.set(ylabel=f"{col} (%)", title=f"held-out {col} during RL")
+    fig.tight_layout()
+    return fig

@@ -36,6 +36,50 @@ def vllm_available() -> bool:
 
 
 @torch.inference_mode()
+def generate_ids(model, prompt_ids: list[list[int]], *, eos_token_id: int, pad_token_id: int,
+                 temperature: float = 0.6, top_p: float = 0.95, max_new_tokens: int = 256, batch_size: int = 32,
+                 seed: int = 0, progress: bool = False) -> list[tuple[list[int], bool]]:
+    """The token-level core: one completion per prompt, as ``(ids, finished)`` in the caller's order.
+
+    ``ids`` runs through the first EOS when the completion finished, else it holds the
+    ``max_new_tokens`` generated tokens. Prompts are sorted by length and left-padded per batch;
+    batch ``b`` is seeded with ``seed * 1_000_003 + b``. RL (lib.rl) generates through this
+    function, evaluation through :func:`sample` on top of it.
+    """
+    order = sorted(range(len(prompt_ids)), key=lambda k: (len(prompt_ids[k]), k))
+    out: list[tuple[list[int], bool] | None] = [None] * len(prompt_ids)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        bar = tqdm(total=len(order), desc="sampling", disable=not progress, leave=False)
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            chunk = order[start:start + batch_size]
+            width = max(len(prompt_ids[k]) for k in chunk)
+            ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, k in enumerate(chunk):
+                n = len(prompt_ids[k])
+                ids[r, width - n:] = torch.tensor(prompt_ids[k], dtype=torch.long)
+                mask[r, width - n:] = 1
+            torch.manual_seed(seed * 1_000_003 + b)
+            kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
+                          pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+            if temperature > 0:
+                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)[:, width:]
+            for k, row in zip(chunk, gen.tolist()):
+                if eos_token_id in row:
+                    out[k] = (row[:row.index(eos_token_id) + 1], True)
+                else:
+                    out[k] = ([t for t in row if t != pad_token_id], False)
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
 def sample(model, tokenizer, problems: list[str], *, n: int = 1, temperature: float = 0.6,
            top_p: float = 0.95, max_new_tokens: int = 256, batch_size: int = 32, seed: int = 0,
            multiple_choice: bool = False, progress: bool = True) -> list[list[Completion]]:
@@ -43,41 +87,15 @@ def sample(model, tokenizer, problems: list[str], *, n: int = 1, temperature: fl
     if temperature == 0 and n > 1:
         raise ValueError("greedy decoding (temperature=0) gives n identical samples; use n=1 or temperature>0")
     prompts = [prompt_text(tokenizer, p, multiple_choice) for p in problems]
-    jobs = [(i, j) for i in range(len(prompts)) for j in range(n)]
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    jobs.sort(key=lambda ij: (lengths[ij[0]], ij))
-    out: list[list[Completion | None]] = [[None] * n for _ in prompts]
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    try:
-        bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
-        for b, start in enumerate(range(0, len(jobs), batch_size)):
-            chunk = jobs[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            torch.manual_seed(seed * 1_000_003 + b)
-            kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens,
-                          pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-            if temperature > 0:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-            gen = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
-            for (i, j), row in zip(chunk, gen.tolist()):
-                if eos in row:
-                    row = row[:row.index(eos) + 1]
-                    finished = True
-                else:
-                    row = [t for t in row if t != tokenizer.pad_token_id]
-                    finished = False
-                out[i][j] = Completion(tokenizer.decode(row, skip_special_tokens=True), len(row), finished)
-            bar.update(len(chunk))
-        bar.close()
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
-    return out  # type: ignore[return-value]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    jobs = [encoded[i] for i in range(len(prompts)) for _ in range(n)]
+    gens = generate_ids(model, jobs, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, seed=seed, progress=progress)
+    texts = tokenizer.batch_decode([ids for ids, _ in gens], skip_special_tokens=True)
+    it = iter(zip(gens, texts))
+    return [[Completion(text, len(ids), finished) for (ids, finished), text in (next(it) for _ in range(n))]
+            for _ in prompts]
 
 
 @dataclass

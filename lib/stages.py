@@ -32,6 +32,9 @@ STAGES: tuple[Stage, ...] = (
           checkpoint="model", label="+ SFT"),
     Stage("05_rollout_dpo", "Rollout DPO", ("run", "problems", "dpo", "verify"),
           deps=("02_tag_data", "04_sft"), key_metric="heldout_accuracy", checkpoint="model", label="+ rollout DPO"),
+    Stage("06_rl", "RL with verifiable reward", ("run", "problems", "rl", "verify", "eval"),
+          deps=("02_tag_data", "04_sft"), optional_deps=("05_rollout_dpo",), key_metric="heldout_accuracy",
+          checkpoint="model", label="+ RL"),
 )
 # Evaluation reads every checkpoint stage present in the run, so it is registered after them.
 STAGES = STAGES + (

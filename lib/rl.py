@@ -1,0 +1,539 @@
+"""Stage 4: RL with a verifiable reward, TRL's GRPO plus the paper's three stability tricks.
+
+SPEC.md, stage 4: reward +1 when the final answer verifies, -1 otherwise. Plain GRPO on a small
+distilled model suffered from uneven response lengths within a group, vanishing gradients when
+every reward in a group is equal, and a gap between training and evaluation temperature. The
+fixes, each a function or class here with its own tests:
+
+1. **Prompt optimisation** (:func:`probe`, :func:`select_prompts`): sample each candidate prompt
+   ``k`` times with the starting model; keep the prompts whose response lengths are relatively
+   uniform (coefficient of variation std/mean at most a threshold).
+2. **Reward rebalancing** (:func:`select_prompts`, :func:`balance_mask`): drop prompts whose
+   probe pass rate is above a threshold (paper: 50%), optionally those never solved, and repeat
+   hard ones; during training keep, in each group, every correct completion and as many randomly
+   chosen incorrect ones. Groups left with one reward value (all correct or all wrong) give no
+   gradient and do not count in the loss normaliser: TRL does neither (STACK_NOTES.md), so
+   :class:`RecipeGRPOTrainer` removes their rows before TRL computes the loss.
+3. **Temperature annealing** (:func:`annealed_temperature`, :meth:`RecipeGRPOTrainer.set_temperature`):
+   1.0 -> 0.6 linearly over the first half of the steps, then constant. The value reaches both
+   the sampler and the temperature TRL divides logits by when it computes log-probabilities
+   (fixed into the model's patched forward when the trainer is built, STACK_NOTES.md).
+
+Generation goes through the shared sampler's token-level core (:func:`lib.sampling.generate_ids`)
+unless TRL's vLLM path is on (``use_vllm`` with vLLM installed and a GPU).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from lib import chat, evaluation, sampling
+from lib.training import trainer_kwargs
+
+
+class NoPromptsError(ValueError):
+    """No RL prompt survived selection; the message says which filter removed them."""
+
+
+# ============================================================================ reward
+class VerifiableReward:
+    """+1 when the final answer verifies against the reference, -1 otherwise (TRL reward function).
+
+    Answers the checker cannot decide (no ``\\boxed{}``, unparsable, timed out) get
+    ``unverifiable`` (a params choice, default -1) and are counted in :attr:`counts`.
+    TRL calls it with the dataset's other columns as keyword lists; the reference answer is
+    the ``answer`` column.
+    """
+
+    __name__ = "verifiable"  # TRL logs rewards under the function's name
+
+    def __init__(self, verifier, correct: float = 1.0, wrong: float = -1.0, unverifiable: float = -1.0):
+        self.verifier = verifier
+        self.values = {True: correct, False: wrong, None: unverifiable}
+        self.counts: Counter = Counter()
+
+    @staticmethod
+    def text_of(completion) -> str:
+        """A completion as TRL passes it: a string, or a conversation whose last turn is the answer."""
+        if isinstance(completion, str):
+            return completion
+        return completion[-1]["content"]
+
+    def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
+        if answer is None:
+            raise ValueError("the RL dataset needs an 'answer' column with each prompt's reference answer")
+        checks = self.verifier.check_many([(a, self.text_of(c)) for a, c in zip(answer, completions)])
+        verdicts = [ch.equal for ch in checks]
+        self.counts.update({True: "correct", False: "wrong", None: "unverifiable"}[v] for v in verdicts)
+        return [self.values[v] for v in verdicts]
+
+
+# ============================================================================ trick 1 + 2: prompt selection
+def length_cv(lengths) -> float:
+    """Coefficient of variation std/mean (population std) of response lengths; 0 for one value."""
+    x = np.asarray(lengths, dtype=float)
+    if x.size == 0:
+        raise ValueError("length_cv of no lengths")
+    mean = x.mean()
+    return float(x.std() / mean) if mean > 0 else 0.0
+
+
+def probe(sampler, pool: pd.DataFrame, verifier, *, k: int, seed: int) -> pd.DataFrame:
+    """Sample every candidate prompt ``k`` times; one row per prompt with its lengths and pass rate.
+
+    ``pool`` needs columns ``problem`` and ``answer`` (02_tag_data's rl_pool); other columns are
+    kept. Adds ``lengths`` (tokens per sample), ``n_correct``, ``pass_rate`` and ``length_cv``.
+    """
+    for col in ("problem", "answer"):
+        if col not in pool.columns:
+            raise ValueError(f"the RL prompt pool has no '{col}' column (columns: {list(pool.columns)})")
+    completions = sampler.sample(pool["problem"].tolist(), n=k, seed=seed)
+    pairs = [(a, c.text) for a, cs in zip(pool["answer"], completions) for c in cs]
+    checks = verifier.check_many(pairs)
+    out = pool.copy().reset_index(drop=True)
+    out["lengths"] = [[c.n_tokens for c in cs] for cs in completions]
+    out["n_correct"] = [sum(ch.equal is True for ch in checks[i * k:(i + 1) * k]) for i in range(len(out))]
+    out["pass_rate"] = out["n_correct"] / k
+    out["length_cv"] = [length_cv(ls) for ls in out["lengths"]]
+    return out
+
+
+def select_prompts(probed: pd.DataFrame, *, prompt_optimization: bool, max_length_cv: float, rebalance: bool,
+                   max_pass_rate: float, drop_unsolved: bool, hard_below: float, oversample_hard: int,
+                   seed: int) -> tuple[pd.DataFrame, dict]:
+    """Tricks 1 and 2 on probed prompts: the RL prompt set (hard prompts repeated) and the counts.
+
+    Order of filters: length uniformity (trick 1), then pass rate (trick 2), then oversampling.
+    Raises :class:`NoPromptsError` naming the filter that left nothing.
+    """
+    stats = {"candidates": len(probed)}
+    df = probed
+    if prompt_optimization:
+        keep = df["length_cv"] <= max_length_cv
+        stats["dropped_length_cv"] = int((~keep).sum())
+        df = df[keep]
+        if df.empty:
+            raise NoPromptsError(f"prompt optimisation kept none of {len(probed)} prompts: every prompt's response "
+                                 f"length CV is above rl.max_length_cv={max_length_cv} (lowest "
+                                 f"{probed['length_cv'].min():.3f}); raise the threshold")
+    if rebalance:
+        too_easy = df["pass_rate"] > max_pass_rate
+        unsolved = (df["n_correct"] == 0) if drop_unsolved else pd.Series(False, index=df.index)
+        stats["dropped_too_easy"] = int(too_easy.sum())
+        stats["dropped_unsolved"] = int((unsolved & ~too_easy).sum())
+        before = len(df)
+        df = df[~too_easy & ~unsolved]
+        if df.empty:
+            raise NoPromptsError(
+                f"the pass-rate filter kept none of {before} prompts ({stats['dropped_too_easy']} above "
+                f"rl.max_pass_rate={max_pass_rate}, {stats['dropped_unsolved']} never solved"
+                f"{' with rl.drop_unsolved' if drop_unsolved else ''}); the starting model is "
+                "too strong or too weak for this pool: change the thresholds or the pool")
+        hard = df["pass_rate"] < hard_below
+        stats["hard"] = int(hard.sum())
+        if oversample_hard > 1 and hard.any():
+            df = pd.concat([df] + [df[hard]] * (oversample_hard - 1))
+    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    stats["selected_unique"] = int(df["problem"].nunique())
+    stats["selected_rows"] = len(df)
+    return df, stats
+
+
+# ============================================================================ trick 2: balanced groups
+def balance_mask(rewards: torch.Tensor, group_size: int, *, balance: bool, drop_all_equal: bool,
+                 generator: torch.Generator | None = None, correct_above: float = 0.0) -> torch.Tensor:
+    """Which completions of a generation batch take part in the update (bool, same shape).
+
+    ``rewards`` is flat, groups of ``group_size`` consecutive completions (TRL's layout).
+    - ``drop_all_equal``: a group whose rewards are all equal (max - min < 1e-6) is dropped.
+    - ``balance``: in each group keep every correct completion (reward > ``correct_above``) and
+      ``min(#correct, #incorrect)`` randomly chosen incorrect ones; a group without both kinds
+      keeps nothing. So no update is all-positive or all-negative.
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be flat with a multiple of group_size={group_size} entries, "
+                         f"got shape {tuple(rewards.shape)}")
+    r = rewards.detach().float().cpu().view(-1, group_size)
+    keep = torch.ones_like(r, dtype=torch.bool)
+    if drop_all_equal:
+        equal = (r.max(dim=1).values - r.min(dim=1).values) < 1e-6
+        keep[equal] = False
+    if balance:
+        for g in range(r.size(0)):
+            correct = r[g] > correct_above
+            wrong = torch.nonzero(~correct).flatten()
+            n_correct = int(correct.sum())
+            if n_correct == 0 or len(wrong) == 0:
+                keep[g] = False
+                continue
+            if len(wrong) > n_correct:
+                chosen = wrong[torch.randperm(len(wrong), generator=generator)[:n_correct]]
+                row = correct.clone()
+                row[chosen] = True
+                keep[g] &= row
+    return keep.view(-1).to(rewards.device)
+
+
+def group_advantages(rewards: torch.Tensor, keep: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """GRPO advantages computed over the kept completions only; 0 for the others.
+
+    ``scale``: "group" divides by each group's std of kept rewards (unbiased, as TRL), "batch"
+    by the std over all kept rewards, "none" does not divide.
+    """
+    r = rewards.detach().float().view(-1, group_size)
+    k = keep.view(-1, group_size).to(r.device)
+    n = k.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (r * k).sum(dim=1, keepdim=True) / n
+    adv = (r - mean) * k
+    if scale == "group":
+        var = ((r - mean) ** 2 * k).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)
+        adv = adv / (var.sqrt() + 1e-4)
+    elif scale == "batch":
+        kept = r[k]
+        std = kept.std() if kept.numel() > 1 else torch.tensor(0.0)
+        adv = adv / (std + 1e-4)
+    elif scale != "none":
+        raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
+    return (adv * k).view(-1)
+
+
+# ============================================================================ trick 3: temperature
+def annealed_temperature(step: int, total_steps: int, start: float, end: float, fraction: float) -> float:
+    """Linear from ``start`` at step 0 to ``end`` at ``fraction * total_steps``, then constant."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    span = fraction * total_steps
+    if span <= 0:
+        return float(end)
+    t = min(max(step, 0) / span, 1.0)
+    return float(start + (end - start) * t)
+
+
+def _fused_forward_functions(model) -> list:
+    """The functions TRL's ``add_fused_lm_head`` installed on ``model`` (they hold its temperature)."""
+    found, seen = [], set()
+    todo = [model.__dict__.get("forward"), getattr(model, "_original_forward", None)]
+    while todo:
+        f = todo.pop()
+        if f is None or id(f) in seen:
+            continue
+        seen.add(id(f))
+        fn = getattr(f, "__func__", f)
+        code = getattr(fn, "__code__", None)
+        if code is not None and "temperature" in code.co_freevars and code.co_name == "_fused_forward":
+            found.append(fn)
+        todo.append(getattr(f, "__wrapped__", None))
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                continue
+            if callable(v):
+                todo.append(v)
+    return found
+
+
+def set_logprob_temperature(model, temperature: float) -> int:
+    """Change the temperature TRL's fused LM head divides logits by; returns how many heads changed."""
+    fns = _fused_forward_functions(model)
+    for fn in fns:
+        fn.__closure__[fn.__code__.co_freevars.index("temperature")].cell_contents = float(temperature)
+    return len(fns)
+
+
+def logprob_temperature(model) -> float | None:
+    """The temperature currently fixed into ``model``'s fused LM head (None if not patched)."""
+    fns = _fused_forward_functions(model)
+    if not fns:
+        return None
+    fn = fns[0]
+    return fn.__closure__[fn.__code__.co_freevars.index("temperature")].cell_contents
+
+
+# ============================================================================ the trainer
+class RecipeGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer with balanced groups, all-equal-group exclusion, a temperature
+    schedule and the shared sampler for generation.
+
+    - ``balance`` / ``drop_all_equal``: see :func:`balance_mask`. Dropped completions get
+      advantage 0 and an all-zero completion mask; their rows are removed from each micro-batch
+      before TRL's loss, so they count in no normaliser (per-sequence mean for grpo, rows x
+      max length for dr_grpo, token counts for bnpo/dapo: ``num_items_in_batch`` is recounted).
+    - ``temperature_schedule(step, max_steps) -> T``: applied before each training step to
+      the sampling temperature and the log-probability temperature (:meth:`set_temperature`).
+    - :attr:`temperature_log`: (global step, sampling T, log-prob T) of every generation.
+    - :attr:`timings`: seconds spent generating, checking (reward) and in the whole step.
+    """
+
+    def __init__(self, *args, balance: bool = False, drop_all_equal: bool = False,
+                 temperature_schedule: Callable[[int, int], float] | None = None,
+                 sampler_batch_size: int = 64, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.balance = balance
+        self.drop_all_equal = drop_all_equal
+        self.temperature_schedule = temperature_schedule
+        self.sampler_batch_size = sampler_batch_size
+        self._last_rewards: torch.Tensor | None = None
+        self.temperature_log: list[tuple[int, float, float | None]] = []
+        self.group_log: list[dict] = []
+        self.timings: Counter = Counter()
+        if temperature_schedule is not None:
+            self.set_temperature(temperature_schedule(0, max(self.args.max_steps, 1)))
+
+    # ---------------------------------------------------------------- temperature
+    def set_temperature(self, temperature: float) -> None:
+        """One temperature for sampling and for the log-probabilities of the loss (policy and reference)."""
+        t = float(temperature)
+        self.temperature = t
+        if getattr(self, "generation_config", None) is not None:
+            self.generation_config.temperature = t
+        if getattr(self, "generation_kwargs", None) is not None:
+            self.generation_kwargs["temperature"] = t
+        if getattr(self, "use_vllm", False):
+            self.vllm_generation.temperature = t
+        models = [self.accelerator.unwrap_model(self.model)]
+        if self.ref_model is not None:
+            models.append(self.accelerator.unwrap_model(self.ref_model))
+        for m in models:
+            base = m.get_base_model() if hasattr(m, "get_base_model") else m
+            if set_logprob_temperature(base, t) == 0:
+                raise RuntimeError("could not find TRL's fused LM head on the model to set its temperature; "
+                                   "this TRL version patches the model differently (see lib/rl.py)")
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        if self.temperature_schedule is not None:
+            t = self.temperature_schedule(self.state.global_step, self.state.max_steps)
+            if t != self.temperature:
+                self.set_temperature(t)
+        start = time.perf_counter()
+        out = super().training_step(model, inputs, num_items_in_batch)
+        self.timings["step_s"] += time.perf_counter() - start
+        self.timings["steps"] += 1
+        return out
+
+    # ---------------------------------------------------------------- generation (shared sampler)
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        start = time.perf_counter()
+        if self.use_vllm or images is not None or multimodal_fields:
+            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                has_tool_images)
+        else:
+            from trl.models import unwrap_model_for_generation
+
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                             gather_deepspeed3_params=self.args.ds3_gather_for_generation) as m:
+                seed = (self.args.seed * 1_000_003 + self.state.global_step) * 97 + self.accelerator.process_index
+                gens = sampling.generate_ids(
+                    m, [list(p) for p in prompt_ids], eos_token_id=self._tokenizer.eos_token_id,
+                    pad_token_id=self._tokenizer.pad_token_id, temperature=self.generation_config.temperature,
+                    top_p=self.generation_config.top_p, max_new_tokens=self.max_completion_length,
+                    batch_size=self.sampler_batch_size, seed=seed)
+            out = ([ids for ids, _ in gens], None)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.temperature_log.append((self.state.global_step, float(self.generation_config.temperature
+                                                                   if not self.use_vllm else self.temperature),
+                                     logprob_temperature(unwrapped)))
+        self.timings["generate_s"] += time.perf_counter() - start
+        return out
+
+    # ---------------------------------------------------------------- rewards and balancing
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        start = time.perf_counter()
+        r = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.timings["reward_s"] += time.perf_counter() - start
+        self._last_rewards = r  # gathered over processes, one column per reward function
+        return r
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        if not self.model.training or self._last_rewards is None:
+            return out
+        weights = self.reward_weights.to(self._last_rewards.device)
+        rewards = (self._last_rewards * weights.unsqueeze(0)).nansum(dim=1)
+        g = self.num_generations
+        equal = ((rewards.view(-1, g).max(1).values - rewards.view(-1, g).min(1).values) < 1e-6)
+        record = {"step": self.state.global_step, "groups": int(equal.numel()), "all_equal_groups": int(equal.sum())}
+        if self.balance or self.drop_all_equal:
+            gen = torch.Generator().manual_seed(self.args.seed * 7919 + self.state.global_step)
+            keep = balance_mask(rewards, g, balance=self.balance, drop_all_equal=self.drop_all_equal, generator=gen)
+            adv = group_advantages(rewards, keep, g, self.scale_rewards)
+            n_local = len(inputs)
+            local = slice(self.accelerator.process_index * n_local, (self.accelerator.process_index + 1) * n_local)
+            device = out["advantages"].device
+            out["advantages"] = adv[local].to(device=device, dtype=out["advantages"].dtype)
+            keep_local = keep[local].to(device)
+            out["completion_mask"] = out["completion_mask"] * keep_local.unsqueeze(1).to(out["completion_mask"].dtype)
+            loss_mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+            out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            kept_groups = keep.view(-1, g).any(dim=1)
+            record.update(kept_completions=int(keep.sum()), completions=int(keep.numel()),
+                          filtered_groups=int((~kept_groups).sum()))
+            self._metrics["train"]["groups/filtered_share"].append(float((~kept_groups).float().mean()))
+            self._metrics["train"]["groups/kept_completions_share"].append(float(keep.float().mean()))
+        else:
+            record.update(kept_completions=int(rewards.numel()), completions=int(rewards.numel()), filtered_groups=0)
+        self.group_log.append(record)
+        return out
+
+    def _compute_loss(self, model, inputs):
+        rows = inputs["completion_mask"].sum(dim=1) > 0
+        if bool(rows.all()):
+            return super()._compute_loss(model, inputs)
+        if not bool(rows.any()):
+            # no completion of this micro-batch takes part: a zero loss that still touches every
+            # parameter (so distributed gradient sync sees the same graph on every process)
+            return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        n = rows.numel()
+        sub = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n else v)
+               for k, v in inputs.items()}
+        return super()._compute_loss(model, sub)
+
+
+# ============================================================================ tracking callback
+class HeldoutTracker(TrainerCallback):
+    """Every ``every`` steps (and at the start and end): held-out pass@1 and cons@k.
+
+    Samples ``n_samples`` completions per held-out problem with the shared sampler at the
+    evaluation temperature, checks them with the shared verifier and records pass@1 (mean over
+    samples) and cons@``n_samples`` (majority vote) -- the paper's stability signal.
+    """
+
+    def __init__(self, tokenizer, eval_set, verifier, *, every: int, n_samples: int, temperature: float,
+                 top_p: float, max_new_tokens: int, batch_size: int, seed: int):
+        self.tokenizer, self.eval_set, self.verifier = tokenizer, eval_set, verifier
+        self.every, self.n_samples = every, n_samples
+        self.sampling = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, progress=False)
+        self.seed = seed
+        self.history: list[dict] = []
+        self.seconds = 0.0
+
+    def measure(self, model, step: int) -> dict:
+        start = time.perf_counter()
+        sampler = sampling.HFSampler(model, self.tokenizer, **self.sampling)
+        records = evaluation.evaluate(sampler, self.eval_set, self.verifier, n_samples=self.n_samples,
+                                      seed=self.seed)
+        summary = evaluation.summarize(records, self.verifier, n_runs=1, seed=self.seed)
+        k = self.n_samples
+        row = {"step": step, "pass1": float(records["correct"].eq(True).mean()),
+               f"cons@{k}": summary["cons_at_k"].get(k, math.nan),
+               "mean_tokens": float(records["n_tokens"].mean()),
+               "finished_share": float(records["finished"].mean())}
+        self.history.append(row)
+        self.seconds += time.perf_counter() - start
+        return row
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.history:
+            self.measure(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.measure(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.history or self.history[-1]["step"] != state.global_step:
+            self.measure(model, state.global_step)
+
+
+# ============================================================================ config and run
+def grpo_config(section, out_dir, *, device: torch.device, dtype: torch.dtype, seed: int,
+                temperature: float, top_p: float = 1.0, use_vllm: bool = False) -> GRPOConfig:
+    """A GRPOConfig from the ``rl`` params section, with the device settings every stage shares."""
+    kwargs = trainer_kwargs(section, out_dir, device=device, dtype=dtype, seed=seed)
+    kwargs.pop("max_length")
+    kwargs.pop("include_num_input_tokens_seen")
+    kwargs.update(
+        max_completion_length=section.max_length,
+        num_generations=section.num_generations,
+        loss_type=section.loss_type,
+        beta=section.beta,
+        scale_rewards=section.scale_rewards,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        logging_steps=1,
+        log_completions=False,
+        disable_dropout=True,
+    )
+    return GRPOConfig(**kwargs)
+
+
+def to_dataset(prompts: pd.DataFrame):
+    """TRL's prompt dataset: conversational prompts (the chat template applies, as in evaluation)
+    plus the reference ``answer`` the reward reads."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [chat.prompt_messages(p) for p in prompts["problem"]],
+                              "answer": [str(a) for a in prompts["answer"]]})
+
+
+def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verifier, device, dtype, seed: int,
+             tricks: bool, tracker: HeldoutTracker | None = None, use_vllm: bool = False,
+             resume: bool = True) -> tuple[RecipeGRPOTrainer, dict]:
+    """Train ``model`` with GRPO on ``prompts``; ``tricks`` switches balancing and annealing on.
+
+    With ``tricks=False`` this is plain GRPO: TRL's behaviour for groups, constant temperature
+    ``temperature_start``. Returns the trainer and a summary (reward counts, timings, logs).
+    """
+    from lib.training import last_checkpoint
+
+    anneal = tricks and section.temperature_annealing
+    start_t = section.temperature_start
+    schedule = None
+    if anneal:
+        def schedule(step, total, s=section):
+            return annealed_temperature(step, total, s.temperature_start, s.temperature_end, s.anneal_fraction)
+    cfg = grpo_config(section, out_dir, device=device, dtype=dtype, seed=seed, temperature=start_t,
+                      use_vllm=use_vllm)
+    reward = VerifiableReward(verifier, unverifiable=section.unverifiable_reward)
+    name = str(model.config._name_or_path or "")
+    if section.beta > 0 and not (name and Path(name).is_dir()):
+        # TRL builds the KL reference from the policy's path: give an in-memory model one
+        ref_dir = Path(out_dir) / "reference"
+        model.save_pretrained(ref_dir)
+        model.config._name_or_path = str(ref_dir)
+    trainer = RecipeGRPOTrainer(
+        model=model, args=cfg, reward_funcs=[reward], train_dataset=to_dataset(prompts),
+        processing_class=tokenizer, callbacks=[tracker] if tracker else None,
+        balance=tricks and section.rebalance, drop_all_equal=tricks and section.rebalance,
+        temperature_schedule=schedule)
+    ckpt = last_checkpoint(out_dir) if resume else None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    seconds = time.perf_counter() - start
+    logs = [r for r in trainer.state.log_history if "loss" in r or "reward" in r]
+    summary = {
+        "steps": trainer.state.global_step, "train_seconds": seconds, "resumed_from": ckpt,
+        "train_loss": result.training_loss, "reward_counts": dict(reward.counts),
+        "timings": dict(trainer.timings), "log": logs, "groups": trainer.group_log,
+        "temperatures": trainer.temperature_log,
+    }
+    return trainer, summary
+
+
+def step_curve(summary: dict) -> pd.DataFrame:
+    """Per-step reward, length, temperature and filtered-group share from a :func:`run_grpo` summary."""
+    rows = []
+    temps = {s: t for s, t, _ in summary["temperatures"]}
+    groups = {g["step"]: g for g in summary["groups"]}
+    for r in summary["log"]:
+        step = int(r.get("step", 0))
+        g = groups.get(step - 1, {})
+        rows.append({"step": step, "reward": r.get("reward"), "reward_std": r.get("reward_std"),
+                     "length": r.get("completions/mean_length"), "loss": r.get("loss"),
+                     "temperature": temps.get(step - 1), "all_equal_share":
+                     g.get("all_equal_groups", 0) / g["groups"] if g.get("groups") else None,
+                     "filtered_share": g.get("filtered_groups", 0) / g["groups"] if g.get("groups") else None})
+    return pd.DataFrame(rows)
