@@ -166,3 +166,60 @@ def quick_accuracy(model, tokenizer, items: list, verifier: Verifier, *, max_new
                "finished_share": float(df.finished.mean()), "unverifiable": int(df.unverifiable.sum()),
                "mean_tokens": float(df.n_tokens.mean()), "n": len(df)}
     return df, summary
+
+
+def main(argv=None) -> int:
+    """``python -m lib.evaluation --checkpoint DIR --sets A.jsonl B ...``: one checkpoint, any sets.
+
+    The same path as stage 07 (shared sampler, shared verifier, :func:`summarize`), for a
+    checkpoint outside a run, e.g. the final tiny model on real benchmarks:
+
+        python -m lib.evaluation --checkpoint outputs/tiny/06_rl/model \\
+            --sets ../shared/data/benchmarks/math500.jsonl ../shared/data/benchmarks/aime24.jsonl --limit 50
+    """
+    import argparse
+    import json
+
+    from lib import model as modellib
+    from lib.params import Verify
+
+    ap = argparse.ArgumentParser(prog="python -m lib.evaluation", description=main.__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="save_pretrained folder or hub id")
+    ap.add_argument("--sets", nargs="+", required=True, help="'synthetic', a preset (math500, aime24, ...) or .jsonl paths")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many problems per set")
+    ap.add_argument("--n-samples", type=int, default=4)
+    ap.add_argument("--n-runs", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="write the summaries here as JSON")
+    args = ap.parse_args(argv)
+    if args.n_samples < args.n_runs:
+        ap.error(f"--n-samples {args.n_samples} must be at least --n-runs {args.n_runs}")
+
+    device = modellib.pick_device("auto")
+    model, tokenizer = modellib.load(args.checkpoint, device=device)
+    sampler = sampling.HFSampler(model, tokenizer, temperature=args.temperature, top_p=args.top_p,
+                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    summaries = {}
+    with make_verifier(Verify(workers=2, timeout_s=5.0, second_opinion="rule")) as verifier:
+        for spec in args.sets:
+            es = load_eval_set(spec, n_test=args.limit or 200, seed=args.seed, domains=problems.DOMAINS,
+                               levels=problems.LEVELS, limit=args.limit)
+            records = evaluate(sampler, es, verifier, n_samples=args.n_samples, seed=args.seed)
+            s = summarize(records, verifier, n_runs=args.n_runs, seed=args.seed)
+            summaries[es.name] = s
+            p1 = s["pass1"]
+            print(f"{es.name}: {s['n_problems']} problems, pass@1 {100 * p1['mean']:.1f}% "
+                  f"[{100 * p1['lo']:.1f}, {100 * p1['hi']:.1f}], "
+                  f"pass@{s['n_samples']} {100 * s['pass_at_k'][s['n_samples']]:.1f}%, "
+                  f"unverifiable {s['unverifiable']}, truncated {100 * s['truncated_share']:.0f}%")
+    if args.out:
+        args.out.write_text(json.dumps(summaries, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

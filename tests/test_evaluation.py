@@ -93,3 +93,30 @@ def test_eval_stage_follows_every_checkpoint_stage():
     ev = stages.get("07_eval")
     assert ev.name == stages.STAGES[-1].name
     assert set(ev.optional_deps) == {s.name for s in stages.STAGES if s.checkpoint}
+
+
+def test_cli_runs_real_benchmark_files_through_the_stage_eval_path(tiny_model, tiny_tokenizer, tmp_path):
+    """`python -m lib.evaluation` on real benchmark JSONL (the frozen copies in ../shared when
+    present, else a local file in the same format) writes pass@1 summaries per set."""
+    import json
+    from pathlib import Path
+
+    from lib import evaluation
+    from lib import model as modellib
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
+    sets = [str(shared / f) for f in ("math500.jsonl", "aime24.jsonl") if (shared / f).is_file()]
+    if not sets:
+        local = tmp_path / "mini.jsonl"
+        local.write_text('{"id": "a", "problem": "What is 2 + 3?", "answer": "5"}\n'
+                         '{"id": "b", "problem": "What is 7 - 4?", "answer": "3"}\n')
+        sets = [str(local)]
+    ckpt = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "model")
+    out = tmp_path / "summary.json"
+    assert evaluation.main(["--checkpoint", str(ckpt), "--sets", *sets, "synthetic", "--limit", "3",
+                            "--n-samples", "2", "--n-runs", "1", "--max-new-tokens", "8", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert set(got) == {Path(s).stem for s in sets} | {"synthetic"}
+    for s in got.values():
+        assert s["n_problems"] == 3 or s["n_problems"] == 2
+        assert 0.0 <= s["pass1"]["mean"] <= 1.0 and s["n_samples"] == 2
