@@ -1,6 +1,6 @@
 """Where one RL (GRPO) step's time goes: generation vs reward checking vs the rest, through lib.rl.
 
-    .venv/bin/python benchmarks/bench_rl.py [--steps 3] [--params tiny] [--threads 2] [--trl-generate]
+    .venv/bin/python benchmarks/bench_rl.py [--steps 3] [--params tiny] [--threads 1] [--trl-generate]
 
 A tiny GRPO run with ``lib.rl.run_grpo`` on a scratch model (the params file's architecture,
 random init; speed does not depend on the weights) and its ``rl`` section (tiny: 8 prompts x 8
@@ -95,7 +95,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--params", default="tiny", help="params/NAME.yaml: model architecture and rl section")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trl-generate", action="store_true", help="also run the (slow) TRL-generation baseline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
