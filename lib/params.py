@@ -194,6 +194,9 @@ class SFT(Train):
     init_from: Literal["mid_train", "base"] = Field(
         description="Start from the mid-trained model (the recipe) or straight from the base (the paper's "
         "LIMO/s1K ablation: SFT on a small set without mid-training).")
+    ablation_from_base: bool = Field(
+        description="Also train the same SFT straight from the base (no mid-training), saved as model_from_base "
+        "and evaluated by 07 as the paper's LIMO/s1K negative result.")
     eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy and EOS rate.")
 
 
@@ -246,6 +249,9 @@ class RL(Train):
     temperature_end: float = Field(gt=0, description="Temperature after annealing (paper: 0.6).")
     anneal_fraction: float = Field(ge=0, le=1, description="Share of the steps over which the temperature falls linearly (paper: 0.5).")
     compare_plain: bool = Field(description="Also run plain GRPO (no tricks, constant start temperature) with the same seed and budget.")
+    eval_set: str = Field(description="Set tracked during RL, as in eval.benchmarks: 'synthetic', a preset (the paper: aime24) or a .jsonl path.")
+    eval_temperature: float = Field(gt=0, description="Sampling temperature of the tracked samples (paper's evaluation: 0.6).")
+    eval_top_p: float = Field(gt=0, le=1, description="Nucleus mass of the tracked samples (paper's evaluation: 0.95).")
     eval_every: int = Field(ge=1, description="Track held-out pass@1 and cons@k every this many steps.")
     eval_problems: int = Field(ge=1, description="Held-out test problems tracked during RL.")
     eval_samples: int = Field(ge=1, description="Samples per tracked problem: cons@k with k equal to this (paper: 16).")
@@ -324,10 +330,11 @@ class Params(BaseModel):
 
     @model_validator(mode="after")
     def _decontaminated(self):
-        missing = [b for b in self.eval.benchmarks if b not in self.tagging.decontaminate_against]
-        if missing:
-            raise ValueError(f"eval.benchmarks {missing} are not in tagging.decontaminate_against: training data "
-                             "must be decontaminated against every evaluation set in use; add them there")
+        for key, sets in (("eval.benchmarks", self.eval.benchmarks), ("rl.eval_set", [self.rl.eval_set])):
+            missing = [b for b in sets if b not in self.tagging.decontaminate_against]
+            if missing:
+                raise ValueError(f"{key} {missing} not in tagging.decontaminate_against: training data must be "
+                                 "decontaminated against every evaluation set in use; add them there")
         return self
 
     def section(self, name: str) -> dict[str, Any]:

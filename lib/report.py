@@ -16,9 +16,13 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
     """``results[stage][eval_set] = summary`` (from lib.evaluation.summarize) -> report dict."""
     run = artifacts.run_dir(params)
     rows = []
+    ablations = []
     for s in stages.STAGES:
         if s.name in results:
             rows.append({"stage": s.name, "label": s.label or s.name, "evals": results[s.name]})
+        for sub, label in s.ablations:
+            if f"{s.name}/{sub}" in results:
+                ablations.append({"stage": f"{s.name}/{sub}", "label": label, "evals": results[f"{s.name}/{sub}"]})
     wall = {}
     for s in stages.STAGES:
         m = artifacts.read_manifest(run / s.name)
@@ -30,8 +34,22 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
         "git": artifacts.git_state(),
         "settings": settings,
         "stages": rows,
+        "ablations": ablations,
+        "rl": _rl_section(run),
         "wall_time_s": wall,
     }
+
+
+def _rl_section(run: Path) -> dict | None:
+    """RL's before/after and plain-vs-tricks numbers from 06_rl's metrics, when it ran."""
+    import json
+
+    f = Path(run) / "06_rl" / artifacts.METRICS
+    if not f.is_file():
+        return None
+    m = json.loads(f.read_text())
+    return {"variants": m.get("variants", {}), "seconds_per_step": m.get("seconds_per_step", {}),
+            "prompt_selection": m.get("prompt_selection", {})}
 
 
 def _pct(x: float | None) -> str:
@@ -62,6 +80,36 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
             cells.append("–" if e is None else f"{_pct(e['pass1']['mean'])} [{_pct(e['pass1']['lo'])}, {_pct(e['pass1']['hi'])}]")
         rows.append(cells)
     out += _table(["stage"] + sets, rows) + [""]
+
+    if report.get("ablations"):
+        out += ["## Ablation: SFT without mid-training (the paper's LIMO/s1K negative result)", ""]
+        base_rows = {r["label"]: r for r in report["stages"]}
+        abl = [base_rows[k] for k in ("base", "+ SFT") if k in base_rows] + report["ablations"]
+        out += _table(["model"] + sets, [[r["label"]] + [
+            "–" if r["evals"].get(n) is None else
+            f"{_pct(r['evals'][n]['pass1']['mean'])} [{_pct(r['evals'][n]['pass1']['lo'])}, {_pct(r['evals'][n]['pass1']['hi'])}]"
+            for n in sets] for r in abl]) + [""]
+
+    if report.get("rl"):
+        rl = report["rl"]
+        out += ["## RL: plain GRPO vs GRPO with the paper's three tricks", "",
+                "Held-out pass@1 and cons@k at the first and last tracked step (06_rl, same seed and steps).", ""]
+        vrows = []
+        for name, v in rl["variants"].items():
+            cons = sorted(k for k in v if k.startswith("cons@") and k.endswith("_before"))
+            ck = cons[0][:-len("_before")] if cons else None
+            vrows.append([name, _pct(v.get("pass1_before")), _pct(v.get("pass1_after")),
+                          _pct(v.get(f"{ck}_before")) if ck else "–", _pct(v.get(f"{ck}_after")) if ck else "–"])
+        ck_name = next((k[:-len("_before")] for v in rl["variants"].values() for k in v
+                        if k.startswith("cons@") and k.endswith("_before")), "cons@k")
+        out += _table(["variant", "pass@1 before", "pass@1 after", f"{ck_name} before", f"{ck_name} after"], vrows)
+        out += ["", "![RL tracking](06_rl/rl_tracking.png)", "", "![RL steps](06_rl/rl_steps.png)", ""]
+        sps = rl.get("seconds_per_step") or {}
+        if sps:
+            out += ["Seconds per RL step:", ""]
+            out += _table(["variant", "total", "generation", "checking", "update"],
+                          [[n, f"{t['s_per_step']:.2f}", f"{t['generation_s']:.2f}", f"{t['checking_s']:.2f}",
+                            f"{t['update_s']:.2f}"] for n, t in sps.items()]) + [""]
 
     levels = sorted({lv for r in report["stages"] for e in r["evals"].values() for lv in e.get("pass1_by_level", {})},
                     key=int)

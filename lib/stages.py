@@ -15,6 +15,8 @@ class Stage:
     checkpoint: str | None = None  # subfolder holding a save_pretrained model, if the stage makes one
     label: str = ""               # row name in the stage table (paper style: "base", "+ SFT", ...)
     optional_deps: tuple[str, ...] = ()  # stages used when present (hashed into the fingerprint then)
+    # ablation checkpoints the stage may also write: (subfolder, row label); 07 evaluates those present
+    ablations: tuple[tuple[str, str], ...] = ()
 
 
 STAGES: tuple[Stage, ...] = (
@@ -29,10 +31,11 @@ STAGES: tuple[Stage, ...] = (
           label="+ mid-training"),
     Stage("04_sft", "Distillation as SFT", ("run", "problems", "sft", "verify"),
           deps=("00_base_model", "02_tag_data"), optional_deps=("03_mid_train",), key_metric="heldout_accuracy",
-          checkpoint="model", label="+ SFT"),
+          checkpoint="model", label="+ SFT",
+          ablations=(("model_from_base", "base + SFT, no mid-training (LIMO/s1K ablation)"),)),
     Stage("05_rollout_dpo", "Rollout DPO", ("run", "problems", "dpo", "verify"),
           deps=("02_tag_data", "04_sft"), key_metric="heldout_accuracy", checkpoint="model", label="+ rollout DPO"),
-    Stage("06_rl", "RL with verifiable reward", ("run", "problems", "rl", "verify", "eval"),
+    Stage("06_rl", "RL with verifiable reward", ("run", "problems", "rl", "verify"),
           deps=("02_tag_data", "04_sft"), optional_deps=("05_rollout_dpo",), key_metric="heldout_accuracy",
           checkpoint="model", label="+ RL"),
 )

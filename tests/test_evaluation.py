@@ -89,6 +89,30 @@ def test_report_renders_table(smoke_params):
     assert report.render_markdown(json.loads(json.dumps(rep)), {"pass_at_k": "07_eval/pass_at_k.png"}) == md
 
 
+def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
+    summary = {"pass1": {"mean": 0.25, "lo": 0.1, "hi": 0.4}, "pass_at_k": {1: 0.25}, "cons_at_k": {1: 0.25},
+               "pass1_by_level": {}, "length": {"mean": 50.0, "p90": 80.0}, "truncated_share": 0.0,
+               "repetitive_share": 0.0, "unverifiable": 0}
+    low = {**summary, "pass1": {"mean": 0.05, "lo": 0.0, "hi": 0.1}}
+    params = smoke_params.model_copy(update={"run": smoke_params.run.model_copy(update={"output_root": str(tmp_path)})})
+    rl_dir = tmp_path / "smoke" / "06_rl"
+    rl_dir.mkdir(parents=True)
+    (rl_dir / "metrics.json").write_text(json.dumps({
+        "variants": {"GRPO + tricks": {"pass1_before": 0.2, "pass1_after": 0.3, "cons@16_before": 0.25,
+                                       "cons@16_after": 0.4},
+                     "plain GRPO": {"pass1_before": 0.2, "pass1_after": 0.1, "cons@16_before": 0.25,
+                                    "cons@16_after": 0.2}},
+        "seconds_per_step": {"GRPO + tricks": {"s_per_step": 2.0, "generation_s": 1.0, "checking_s": 0.1,
+                                               "update_s": 0.9}}}))
+    rep = report.build(params, {"00_base_model": {"synthetic": summary}, "04_sft": {"synthetic": summary},
+                                "04_sft/model_from_base": {"synthetic": low}}, {"n_samples": 2, "n_runs": 1})
+    md = report.render_markdown(rep)
+    assert [r["label"] for r in rep["ablations"]] == ["base + SFT, no mid-training (LIMO/s1K ablation)"]
+    assert "| base + SFT, no mid-training (LIMO/s1K ablation) | 5.0 [0.0, 10.0] |" in md
+    assert "| GRPO + tricks | 20.0 | 30.0 | 25.0 | 40.0 |" in md and "| plain GRPO | 20.0 | 10.0 | 25.0 | 20.0 |" in md
+    assert "cons@16 after" in md and "| GRPO + tricks | 2.00 | 1.00 | 0.10 | 0.90 |" in md
+
+
 def test_eval_stage_follows_every_checkpoint_stage():
     ev = stages.get("07_eval")
     assert ev.name == stages.STAGES[-1].name
