@@ -168,6 +168,17 @@ def quick_accuracy(model, tokenizer, items: list, verifier: Verifier, *, max_new
     return df, summary
 
 
+def eos_rate(model, tokenizer, items: list, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
+             batch_size: int, seed: int) -> float:
+    """Share of *sampled* answers that end with EOS within ``max_new_tokens`` (whether a model
+    knows where to stop: what SFT must raise). ``items``: :class:`lib.problems.Problem` objects."""
+    completions = sampling.sample(model, tokenizer, [p.problem for p in items], n=n, temperature=temperature,
+                                  top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                                  progress=False)
+    flat = [c.finished for cs in completions for c in cs]
+    return sum(flat) / len(flat) if flat else float("nan")
+
+
 def main(argv=None) -> int:
     """``python -m lib.evaluation --checkpoint DIR --sets A.jsonl B ...``: one checkpoint, any sets.
 

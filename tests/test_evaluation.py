@@ -144,3 +144,21 @@ def test_cli_runs_real_benchmark_files_through_the_stage_eval_path(tiny_model, t
     for s in got.values():
         assert s["n_problems"] == 3 or s["n_problems"] == 2
         assert 0.0 <= s["pass1"]["mean"] <= 1.0 and s["n_samples"] == 2
+
+
+def test_eos_rate_counts_sampled_answers_that_stop(monkeypatch):
+    from lib import problems
+
+    items = problems.generate(2, seed=0, split="test")
+    seen = {}
+
+    def fake_sample(model, tokenizer, texts, *, n, temperature, **kw):
+        seen.update(n=n, temperature=temperature, texts=texts)
+        flags = [[True, False, True], [False, False, True]]
+        return [[sampling.Completion("x", 3, f) for f in row[:n]] for row in flags]
+
+    monkeypatch.setattr(sampling, "sample", fake_sample)
+    rate = evaluation.eos_rate(None, None, items, n=3, temperature=1.0, top_p=1.0, max_new_tokens=4, batch_size=8,
+                               seed=0)
+    assert rate == pytest.approx(3 / 6)
+    assert seen == {"n": 3, "temperature": 1.0, "texts": [p.problem for p in items]}
