@@ -147,6 +147,23 @@ def test_smoke_run_skip_and_failure(tmp_path):
     for png in ("pass_at_k.png", "by_level.png", "lengths.png"):
         assert (tmp_path / "smoke" / "07_eval" / png).stat().st_size > 1000
 
+    # reproducible: the same seed in a fresh folder gives the same table, number for number
+    again = tmp_path / "again"
+    r2 = cli("params/smoke.yaml", "--set", f"run.output_root={again}")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    report2 = json.loads((again / "smoke" / "report.json").read_text())
+
+    def table(rep):
+        return [(row["label"], name, e["pass1"]["mean"], e["pass_at_k"], e["length"]["mean"])
+                for row in rep["stages"] + rep["ablations"] for name, e in sorted(row["evals"].items())]
+
+    assert table(report2) == table(report)
+    for s in stages.STAGES:
+        m1 = json.loads((tmp_path / "smoke" / s.name / "metrics.json").read_text())
+        m2 = json.loads((again / "smoke" / s.name / "metrics.json").read_text())
+        for key in (s.key_metric, "final_loss", "train_loss", "correct_share"):
+            assert m1.get(key) == m2.get(key), (s.name, key)
+
     r = cli("params/smoke.yaml", "--set", out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("up to date, skipped") == len(stages.STAGES) and "▶" not in r.stdout
