@@ -32,6 +32,25 @@ def test_pairs_from_each_source_and_edge_cases():
     assert set(both.source) == {"teacher", "on_policy"} and stats["on_policy"]["pairs"] == 1
 
 
+def test_on_policy_rollouts_are_verified_samples_that_pair_up():
+    from lib.sampling import Completion
+    from lib.verify import Verifier
+
+    class FakeSampler:  # answers 1, 2, 1 to every problem
+        def sample(self, problems, n, seed):
+            return [[Completion(f"<think>x</think> \\boxed{{{[1, 2, 1][j]}}}", 5 + j, True) for j in range(n)]
+                    for _ in problems]
+
+    source = rollouts({"a": [True, False], "b": [True]})  # two rows of a: one problem, sampled once
+    with Verifier(workers=0) as v:
+        out = dpo.on_policy_rollouts(FakeSampler(), source, v, n=3, seed=0)
+    assert len(out) == 6 and list(out.problem_id) == ["a"] * 3 + ["b"] * 3
+    assert out.correct.tolist() == [True, False, True] * 2  # gold "1"
+    assert (out.teacher == "on_policy").all() and out.tag_difficulty.notna().all()
+    pairs, stats = dpo.build_pairs({"on_policy": out}, 1, True, seed=0)
+    assert stats["on_policy"]["pairs"] == 2 and pairs.rejected.str.contains("boxed{2}", regex=False).all()
+
+
 @pytest.mark.parametrize("spec,why", [
     ({"a": [True, True], "b": [True]}, "only correct"),
     ({"a": [False, False], "b": [False]}, "only incorrect"),
