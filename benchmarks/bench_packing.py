@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import statistics
 import sys
 import tempfile
@@ -45,22 +44,12 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import SFTTrainer  # noqa: E402
 
-from lib import chat, packing, problems  # noqa: E402
-from lib.model import build_scratch  # noqa: E402
-from lib.params import load  # noqa: E402
-from lib.paths import PARAMS_DIR  # noqa: E402
-from lib.tokenizer import train_tokenizer  # noqa: E402
+from lib import packing  # noqa: E402
+from _workload import tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from lib.training import sft_config  # noqa: E402
 
 METHODS = ["padded", "trl_bfd", "trl_wrapped", "ours_4d", "ours_posids"]
 NOTES = {"padded": " [baseline]", "trl_wrapped": " [examples attend to each other]"}
-
-
-def long_cot(p: problems.Problem, passes: int) -> str:
-    """A distilled-teacher-like answer: the solution, then ``passes - 1`` re-checks of every step."""
-    steps = "\n".join(p.step_texts)
-    checks = "".join(f"\nWait, let me verify that again.\n{steps}" for _ in range(passes - 1))
-    return f"<think>\n{steps}{checks}\n</think>\n\\boxed{{{p.answer}}}"
 
 
 class Runner:
@@ -175,15 +164,7 @@ def main():
     transformers.logging.set_verbosity_error()
     t_start = time.perf_counter()
 
-    P = load(PARAMS_DIR / "tiny.yaml")
-    ps = problems.generate(args.examples, seed=0)
-    rng = random.Random(0)
-    rows = [chat.conversation(p.problem, long_cot(p, rng.randint(1, 4))) for p in ps]
-    tok = train_tokenizer([chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps[:400]],
-                          P.model.vocab_size)
-    torch.manual_seed(0)
-    base = build_scratch(P.model, tok)
-    examples = packing.tokenize(copy.deepcopy(base), tok, rows)
+    P, rows, tok, base, examples = tiny_workload(args.examples)
     lengths = sorted(len(e["input_ids"]) for e in examples)
     packed_rows, stats = packing.pack(examples, args.max_length)
     mean_len = sum(lengths) / len(lengths)

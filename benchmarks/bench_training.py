@@ -54,20 +54,10 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from lib import chat, packing, problems, training  # noqa: E402
-from lib.model import build_scratch  # noqa: E402
-from lib.params import load  # noqa: E402
-from lib.paths import PARAMS_DIR  # noqa: E402
-from lib.tokenizer import train_tokenizer  # noqa: E402
+from lib import packing, training  # noqa: E402
+from _workload import tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "trl_default", "trl_default_bs32"]
-
-
-def long_cot(p: problems.Problem, passes: int) -> str:
-    """A distilled-teacher-like answer: the solution, then ``passes - 1`` re-checks (as bench_packing.py)."""
-    steps = "\n".join(p.step_texts)
-    checks = "".join(f"\nWait, let me verify that again.\n{steps}" for _ in range(passes - 1))
-    return f"<think>\n{steps}{checks}\n</think>\n\\boxed{{{p.answer}}}"
 
 
 def trainer_batches(base, tok, rows, cfg) -> list[dict]:
@@ -163,15 +153,7 @@ def main():
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
 
-    P = load(PARAMS_DIR / "tiny.yaml")
-    ps = problems.generate(args.examples, seed=0)
-    rng = random.Random(0)
-    rows = [chat.conversation(p.problem, long_cot(p, rng.randint(1, 4))) for p in ps]
-    tok = train_tokenizer([chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps[:400]],
-                          P.model.vocab_size)
-    torch.manual_seed(0)
-    base = build_scratch(P.model, tok)
-    examples = packing.tokenize(copy.deepcopy(base), tok, rows)
+    P, rows, tok, base, examples = tiny_workload(args.examples)
     packed_rows, stats = packing.pack(examples, P.mid_train.max_length)
     lengths = sorted(len(e["input_ids"]) for e in examples)
     sft_cfg_dir = tempfile.mkdtemp()
