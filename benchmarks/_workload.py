@@ -15,6 +15,16 @@ from lib.paths import PARAMS_DIR
 from lib.tokenizer import train_tokenizer
 
 
+def quiet(threads: int) -> None:
+    """Set torch's thread count and silence datasets' progress bars and transformers' logging."""
+    import datasets
+    import transformers
+
+    torch.set_num_threads(threads)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
 def long_cot(p: problems.Problem, passes: int) -> str:
     """A distilled-teacher-like answer: the solution, then ``passes - 1`` re-checks of every step."""
     steps = "\n".join(p.step_texts)

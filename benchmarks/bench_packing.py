@@ -39,13 +39,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-import datasets  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import SFTTrainer  # noqa: E402
 
 from lib import packing  # noqa: E402
-from _workload import tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _workload import quiet, tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from lib.training import sft_config  # noqa: E402
 
 METHODS = ["padded", "trl_bfd", "trl_wrapped", "ours_4d", "ours_posids"]
@@ -158,10 +157,7 @@ def main():
     args = ap.parse_args()
     if "padded" not in args.methods:
         ap.error("the padded baseline must be among --methods")
-    torch.set_num_threads(args.threads)
-    datasets.disable_progress_bars()
-    import transformers
-    transformers.logging.set_verbosity_error()
+    quiet(args.threads)
     t_start = time.perf_counter()
 
     P, rows, tok, base, examples = tiny_workload(args.examples)

@@ -49,13 +49,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
-import datasets  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from lib import packing, training  # noqa: E402
-from _workload import tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _workload import quiet, tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "trl_default", "trl_default_bs32"]
 
@@ -145,10 +144,7 @@ def main():
     args = ap.parse_args()
     if "bare_padded" not in args.arms:
         ap.error("the bare_padded baseline must be among --arms")
-    torch.set_num_threads(args.threads)
-    datasets.disable_progress_bars()
-    import transformers
-    transformers.logging.set_verbosity_error()
+    quiet(args.threads)
     import warnings
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
