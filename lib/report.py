@@ -56,6 +56,11 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _pass1_cell(e: dict | None) -> str:
+    """``mean [lo, hi]`` in percent of one evaluation's pass@1, "–" when the set was not evaluated."""
+    return "–" if e is None else f"{_pct(e['pass1']['mean'])} [{_pct(e['pass1']['lo'])}, {_pct(e['pass1']['hi'])}]"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -77,7 +82,7 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         cells = [r["label"]]
         for name in sets:
             e = r["evals"].get(name)
-            cells.append("–" if e is None else f"{_pct(e['pass1']['mean'])} [{_pct(e['pass1']['lo'])}, {_pct(e['pass1']['hi'])}]")
+            cells.append(_pass1_cell(e))
         rows.append(cells)
     out += _table(["stage"] + sets, rows) + [""]
 
@@ -85,10 +90,8 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         out += ["## Ablation: SFT without mid-training (the paper's LIMO/s1K negative result)", ""]
         base_rows = {r["label"]: r for r in report["stages"]}
         abl = [base_rows[k] for k in ("base", "+ SFT") if k in base_rows] + report["ablations"]
-        out += _table(["model"] + sets, [[r["label"]] + [
-            "–" if r["evals"].get(n) is None else
-            f"{_pct(r['evals'][n]['pass1']['mean'])} [{_pct(r['evals'][n]['pass1']['lo'])}, {_pct(r['evals'][n]['pass1']['hi'])}]"
-            for n in sets] for r in abl]) + [""]
+        out += _table(["model"] + sets, [[r["label"]] + [_pass1_cell(r["evals"].get(n)) for n in sets]
+                                         for r in abl]) + [""]
 
     if report.get("rl"):
         rl = report["rl"]
