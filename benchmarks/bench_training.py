@@ -8,7 +8,11 @@ Real (non-pad) training tokens per second of:
   (-> ``lib.packing.fit_packed``: BFD rows of ``mid_train.max_length``, 4D block mask), with
   params/tiny.yaml's ``mid_train`` section (``batch_size`` rows per step).
 - ``ours_sft``: SFT as the recipe runs it, ``lib.training.fit(..., packing=False)`` (-> ``fit_sft``:
-  TRL's SFTTrainer, padded, fp32, no activation checkpointing), tiny.yaml's ``sft`` section.
+  TRL's SFTTrainer, padded, no activation checkpointing), tiny.yaml's ``sft`` section.
+- Precision: ``ours_*`` and ``bare_*`` use the recipe's ``lib.model.train_dtype("auto", cpu)``: bf16
+  autocast on CPUs with native bf16 (avx512_bf16/AMX), fp32 elsewhere (printed at the top). The bare
+  loop runs its forward under the same autocast. ``ours_sft_fp32`` / ``ours_packed_fp32`` force fp32:
+  the ratio ``ours_sft / ours_sft_fp32`` is what the automatic bf16 choice is worth on this CPU.
 - ``bare_padded``: the baseline. A bare PyTorch loop (AdamW, ``model(**batch).loss.backward()``,
   no scheduler/clipping/logging) over the very padded batches ``ours_sft``'s trainer builds
   (TRL's collator and the Trainer's seeded sampler, collated before the clock starts): pad to the
@@ -54,9 +58,11 @@ from datasets import Dataset  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from lib import packing, training  # noqa: E402
+from lib.model import cpu_has_fast_bf16, train_dtype  # noqa: E402
 from _workload import quiet, tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "trl_default", "trl_default_bs32"]
+ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "ours_sft_fp32", "ours_packed_fp32", "trl_default",
+        "trl_default_bs32"]
 
 
 def trainer_batches(base, tok, rows, cfg) -> list[dict]:
@@ -67,15 +73,19 @@ def trainer_batches(base, tok, rows, cfg) -> list[dict]:
     return [{k: b[k] for k in keep if k in b} for b in trainer.get_train_dataloader()]
 
 
-def bare_loop(model, batches: list[dict], lr: float, pad_id: int) -> tuple[int, float]:
-    """The baseline: forward, backward, AdamW step over ready batches. Returns (real tokens, seconds)."""
+def bare_loop(model, batches: list[dict], lr: float, pad_id: int, dtype: torch.dtype) -> tuple[int, float]:
+    """The baseline: forward (under bf16 autocast when ``dtype`` is bf16, as the Trainer does), backward,
+    AdamW step over ready batches. Returns (real tokens, seconds)."""
     model.train()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     t0 = time.perf_counter()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     real = 0
     for batch in batches:
         real += int((batch["input_ids"] != pad_id).sum())
-        model(**batch, use_cache=False).loss.backward()
+        with autocast:
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return real, time.perf_counter() - t0
@@ -102,20 +112,21 @@ def run_arm(arm: str, base, tok, rows, padded_batches, packed_batches, P, args) 
 def _run_arm(arm: str, base, tok, rows, padded_batches, packed_batches, P, args) -> dict:
     model = copy.deepcopy(base)
     pad = tok.pad_token_id
-    cpu, f32 = torch.device("cpu"), torch.float32
+    cpu = torch.device("cpu")
+    dtype = torch.float32 if arm.endswith("_fp32") else train_dtype("auto", cpu)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         if arm == "bare_padded":
-            real, sec = bare_loop(model, padded_batches, P.sft.lr, pad)
+            real, sec = bare_loop(model, padded_batches, P.sft.lr, pad, dtype)
             return {"real": real, "seconds": sec, "setup": 0.0}
         if arm == "bare_packed":
-            real, sec = bare_loop(model, packed_batches, P.mid_train.lr, pad)
+            real, sec = bare_loop(model, packed_batches, P.mid_train.lr, pad, dtype)
             return {"real": real, "seconds": sec, "setup": 0.0}
-        if arm in ("ours_sft", "ours_packed"):
-            section = P.mid_train if arm == "ours_packed" else P.sft
+        if arm.startswith("ours_"):
+            section = P.mid_train if arm.startswith("ours_packed") else P.sft
             section = section.model_copy(update={"epochs": 1, "max_steps": -1, "checkpoint_every": 0})
-            cfg = training.sft_config(section, out, device=cpu, dtype=f32, seed=0, disable_tqdm=True)
-            stats = training.fit(model, tok, rows, cfg, packing=arm == "ours_packed", resume=False)
+            cfg = training.sft_config(section, out, device=cpu, dtype=dtype, seed=0, disable_tqdm=True)
+            stats = training.fit(model, tok, rows, cfg, packing=arm.startswith("ours_packed"), resume=False)
             total = time.perf_counter() - t0
             return {"real": stats["tokens_seen"], "seconds": stats["train_seconds"],
                     "setup": total - stats["train_seconds"], "steps": stats["steps"]}
@@ -165,6 +176,8 @@ def main():
                                  "seq_lengths": packed_rows[j].seq_lengths} for j in order[i:i + bs]])
                       for i in range(0, len(order), bs)]
     pad_share = 1 - sum(lengths) / sum(b["input_ids"].numel() for b in padded_batches)
+    print(f"precision of ours_* and bare_*: {train_dtype('auto', torch.device('cpu'))} (CPU native bf16: "
+          f"{cpu_has_fast_bf16()}); ours_*_fp32: torch.float32")
     print(f"model: {sum(p.numel() for p in base.parameters()):,} params ({P.model.num_layers} layers, hidden "
           f"{P.model.hidden_size}, {base.config._attn_implementation}), {torch.get_num_threads()} threads")
     print(f"data: {len(examples)} examples, {sum(lengths):,} tokens, min/median/max {lengths[0]}/"
@@ -197,8 +210,10 @@ def main():
               f"max_length={c.max_length} (pure SFTConfig defaults raise on CPU without use_cpu=True)")
     for a in args.arms:
         parts = [f"{med(a):,.0f} tok/s ({ratio(a, 'bare_padded'):.2f}x vs bare_padded baseline"]
-        if a == "ours_packed" and "bare_packed" in tps:
+        if a.startswith("ours_packed") and "bare_packed" in tps:
             parts.append(f"{ratio(a, 'bare_packed'):.2f}x vs bare_packed")
+        if a in ("ours_sft", "ours_packed") and f"{a}_fp32" in tps:
+            parts.append(f"{ratio(a, a + '_fp32'):.2f}x vs {a}_fp32")
         for t in ("trl_default", "trl_default_bs32"):
             if a.startswith("ours") and t in tps:
                 parts.append(f"{ratio(a, t):.2f}x vs {t}")

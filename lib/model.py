@@ -29,10 +29,33 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), so bf16 autocast pays off.
+
+    Without either, bf16 matmuls are emulated and training runs ~3x slower than fp32
+    (STACK_NOTES.md); with avx512_bf16 (this project's 2-core EPYC machines) bf16 autocast was
+    faster than fp32 (``benchmarks/bench_training.py``). ``PHI4MR_CPU_BF16=0/1`` overrides the
+    detection.
+    """
+    forced = os.environ.get("PHI4MR_CPU_BF16")
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ValueError(f"PHI4MR_CPU_BF16 must be 0 or 1, got {forced!r}")
+        return forced == "1"
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def train_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    # bf16 on a CPU without AMX/avx512_bf16 is ~3x slower than fp32 (STACK_NOTES.md).
+    """The training precision (weights stay fp32; bf16 means bf16 autocast in the trainers).
+
+    'auto': bf16 on CUDA; on CPU bf16 only where the CPU has native bf16 (:func:`cpu_has_fast_bf16`),
+    fp32 elsewhere.
+    """
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
+            return torch.bfloat16
+        return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 

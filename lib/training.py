@@ -1,8 +1,10 @@
 """Training wrappers around TRL, with settings that are right for the device.
 
-On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation checkpointing) make training about
-3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md): both are turned off there; on CUDA
-bf16 is on. Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
+On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation
+checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md).
+Activation checkpointing is always off here (recomputing activations only saves memory, which a
+CPU run does not lack); bf16 autocast is on for CUDA and for CPUs with native bf16
+(:func:`lib.model.cpu_has_fast_bf16`), off elsewhere. Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
 build on the same config) goes through :func:`sft_config` so these choices live in one place.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
         max_length=cfg.max_length,
-        bf16=on_cuda and dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16,  # autocast; on CPU only where lib.model.cpu_has_fast_bf16
         activation_checkpointing=False,
         gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,

@@ -57,3 +57,28 @@ def test_interrupted_run_resumes_to_the_same_end(smoke_params, tiny_tokenizer, r
     assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
     assert resumed["tokens_seen"] == full["tokens_seen"]
     assert resumed["curve"][-1]["loss"] == pytest.approx(full["curve"][-1]["loss"], rel=1e-4)
+
+
+def test_cpu_bf16_only_where_the_cpu_has_it(smoke_params, tmp_path, monkeypatch):
+    from lib import model as modellib
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("PHI4MR_CPU_BF16", "0")
+    assert modellib.train_dtype("auto", cpu) == torch.float32
+    monkeypatch.setenv("PHI4MR_CPU_BF16", "1")
+    assert modellib.train_dtype("auto", cpu) == torch.bfloat16
+    assert modellib.train_dtype("float32", cpu) == torch.float32  # an explicit choice wins
+    monkeypatch.setenv("PHI4MR_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="PHI4MR_CPU_BF16 must be 0 or 1"):
+        modellib.cpu_has_fast_bf16()
+
+    monkeypatch.delenv("PHI4MR_CPU_BF16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert modellib.train_dtype("auto", cpu) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert modellib.train_dtype("auto", cpu) == torch.bfloat16
+
+    # the trainer's autocast follows the dtype; activation checkpointing stays off on CPU either way
+    cfg = smoke_params.sft.model_copy(update={"max_steps": 2})
+    on = training.sft_config(cfg, tmp_path, device=cpu, dtype=torch.bfloat16, seed=0)
+    assert on.bf16 is True and on.use_cpu and on.activation_checkpointing is False
