@@ -100,12 +100,13 @@ class PackStats:
     tokens_truncated: int       # tokens cut off those examples
     n_without_loss: int         # examples with no label left (e.g. a prompt alone fills max_length); kept, counted
     fill: float
+    n_eos_dropped: int = 0      # examples whose closing EOS was dropped (the keep_eos=false ablation)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def pack(examples: list[dict], max_length: int) -> tuple[list[PackedRow], PackStats]:
+def pack(examples: list[dict], max_length: int, *, drop_eos_id: int | None = None) -> tuple[list[PackedRow], PackStats]:
     """Best-fit-decreasing packing of whole examples into rows of at most ``max_length`` tokens.
 
     ``examples``: dicts with ``input_ids`` and ``labels`` (same length; ``-100`` = no loss).
@@ -113,14 +114,20 @@ def pack(examples: list[dict], max_length: int) -> tuple[list[PackedRow], PackSt
     row: deterministic, and rows come out nearly full (BFD uses at most 11/9 OPT + 1 bins).
     Every example appears in exactly one row; longer ones are truncated to ``max_length``
     (start kept) and counted. Returns the rows (in creation order) and the statistics.
+
+    ``drop_eos_id``: an example whose last token is this id loses it (token and label), and is
+    counted in ``n_eos_dropped`` -- the ``mid_train.keep_eos: false`` ablation. None keeps all.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
-    items, n_trunc, tok_trunc, no_loss = [], 0, 0, 0
+    items, n_trunc, tok_trunc, no_loss, no_eos = [], 0, 0, 0, 0
     for i, ex in enumerate(examples):
         ids, lab = list(ex["input_ids"]), list(ex["labels"])
         if len(ids) != len(lab):
             raise ValueError(f"example {i}: {len(ids)} input_ids but {len(lab)} labels")
+        if drop_eos_id is not None and len(ids) > 1 and ids[-1] == drop_eos_id:
+            ids, lab = ids[:-1], lab[:-1]
+            no_eos += 1
         if not ids:
             raise ValueError(f"example {i} is empty")
         if len(ids) > max_length:
@@ -156,7 +163,7 @@ def pack(examples: list[dict], max_length: int) -> tuple[list[PackedRow], PackSt
         out.append(PackedRow(ids, lab, [len(by_id[i][0]) for i in members], list(members)))
     tokens = sum(used)
     stats = PackStats(n_examples=len(examples), n_rows=len(out), max_length=max_length, tokens=tokens,
-                      n_truncated=n_trunc, tokens_truncated=tok_trunc, n_without_loss=no_loss,
+                      n_truncated=n_trunc, tokens_truncated=tok_trunc, n_without_loss=no_loss, n_eos_dropped=no_eos,
                       fill=tokens / (len(out) * max_length) if out else 0.0)
     return out, stats
 
@@ -295,7 +302,7 @@ class PackedSFTTrainer(SFTTrainer):
 
 
 def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = True, callbacks=None, *,
-               mask: Literal["4d", "none"] | None = None) -> dict:
+               mask: Literal["4d", "none"] | None = None, keep_eos: bool = True) -> dict:
     """Train on prompt-completion rows, packed; the statistics of :func:`lib.training.fit_sft`, plus ``packing``.
 
     ``cfg.max_length`` is the row length and ``cfg.per_device_train_batch_size`` counts rows
@@ -303,6 +310,7 @@ def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool 
     counts real (non-pad) tokens; ``packing`` holds :class:`PackStats` (truncated examples
     counted there). ``resume``/``callbacks`` as in ``fit_sft`` (packing is deterministic, so
     a resumed run sees the same rows). ``mask`` overrides :func:`collator_for`'s choice.
+    ``keep_eos=False`` drops every example's closing EOS (:func:`pack`'s ``drop_eos_id``).
     """
     from lib.training import run_trainer
 
@@ -311,7 +319,7 @@ def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool 
     if cfg.max_length is None:
         raise ValueError("packing needs cfg.max_length (the row length)")
     examples = tokenize(model, tokenizer, rows, cfg)
-    packed, stats = pack(examples, cfg.max_length)
+    packed, stats = pack(examples, cfg.max_length, drop_eos_id=None if keep_eos else tokenizer.eos_token_id)
     collator = collator_for(model, tokenizer)
     if mask is not None:
         collator.mask = mask

@@ -187,6 +187,10 @@ class BasePretrain(Train):
 
 class MidTrain(Train):
     packing: bool = Field(description="Pack several examples per sequence (block-diagonal attention, lib/packing.py).")
+    keep_eos: bool = Field(
+        description="Keep each packed example's closing EOS token, and so its loss (the recipe, as TRL's packing). false "
+        "drops it, as packing pipelines that join raw texts do: an ablation in which mid-training never shows where "
+        "an answer ends, so SFT (unpacked) has to teach the stop - the paper's reason for SFT without packing.")
     eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy.")
 
 

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, _ = modellib.load_for_training(args.model, "cpu", cfg.use_unsloth, cfg.max_length)
     sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device,
                                   dtype=modellib.train_dtype("auto", device), seed=seed)
-    stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing)
+    stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing,
+                         keep_eos=spec.get("keep_eos", True))
     if PartialState().is_main_process:
         modellib.save(model, tokenizer, args.out / "model")
         stats["world_size"] = PartialState().num_processes

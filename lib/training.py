@@ -115,12 +115,18 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
     return run_trainer(trainer, resume)
 
 
-def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = False, resume: bool = True) -> dict:
-    """Padded (:func:`fit_sft`) or packed (:func:`lib.packing.fit_packed`) training, same statistics."""
+def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = False, resume: bool = True,
+        keep_eos: bool = True) -> dict:
+    """Padded (:func:`fit_sft`) or packed (:func:`lib.packing.fit_packed`) training, same statistics.
+
+    ``keep_eos=False`` (packed only) drops each example's closing EOS: the ``mid_train.keep_eos`` ablation.
+    """
     if packing:
         from lib.packing import fit_packed
 
-        return fit_packed(model, tokenizer, rows, cfg)
+        return fit_packed(model, tokenizer, rows, cfg, keep_eos=keep_eos)
+    if not keep_eos:
+        raise ValueError("keep_eos=False is an ablation of packed training; padded training always keeps the EOS")
     return fit_sft(model, tokenizer, rows, cfg, resume=resume)
 
 
@@ -146,6 +152,6 @@ def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device,
                                                            max_seq_length=section.max_length)
     cfg = sft_config(section, Path(out_dir) / "trainer", device=device,
                      dtype=modellib.train_dtype("auto", device), seed=seed)
-    stats = fit(model, tokenizer, rows, cfg, packing=packing)
+    stats = fit(model, tokenizer, rows, cfg, packing=packing, keep_eos=getattr(section, "keep_eos", True))
     stats["backend"] = backend
     return model, tokenizer, stats

@@ -263,3 +263,38 @@ def test_fit_packed_trains_and_counts_real_tokens(tiny_tokenizer, smoke_params, 
     assert stats["tokens_seen"] == 3 * p["tokens"]  # real tokens, each row once per epoch
     losses = [c["loss"] for c in stats["curve"]]
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_pack_drop_eos_ablation_removes_only_a_closing_eos():
+    eos = 7
+    ends_with_eos = {"input_ids": [1, 2, 3, eos], "labels": [IGNORE, 2, 3, eos]}
+    eos_inside = {"input_ids": [eos, 4, 5], "labels": [IGNORE, 4, 5]}
+    rows, stats = pack([ends_with_eos, eos_inside], 16, drop_eos_id=eos)
+    by_id = {i: (r.input_ids[sum(r.seq_lengths[:k]):sum(r.seq_lengths[:k + 1])]) for r in rows
+             for k, i in enumerate(r.example_ids)}
+    assert by_id[0] == [1, 2, 3] and by_id[1] == [eos, 4, 5]
+    assert stats.n_eos_dropped == 1 and stats.tokens == 6
+    _, kept = pack([ends_with_eos, eos_inside], 16)  # the default keeps everything
+    assert kept.n_eos_dropped == 0 and kept.tokens == 7
+
+
+def test_fit_packed_keep_eos_false_never_trains_the_stop(model_and_examples, tiny_tokenizer, smoke_params, tmp_path,
+                                                         monkeypatch):
+    from lib import training
+
+    eos = tiny_tokenizer.eos_token_id
+    model, examples = model_and_examples
+    assert all(e["input_ids"][-1] == eos and e["labels"][-1] == eos for e in examples)  # TRL ends each with EOS
+    seen = []
+    real_pack = packing.pack
+    monkeypatch.setattr(packing, "pack", lambda *a, **k: seen.append(real_pack(*a, **k)) or seen[-1])
+    cfg = training.sft_config(smoke_params.mid_train, tmp_path, device=torch.device("cpu"), dtype=torch.float32,
+                              seed=0, max_steps=1)
+    rows = _rows(24)
+    stats = training.fit(build_scratch(smoke_params.model, tiny_tokenizer), tiny_tokenizer, rows, cfg, packing=True,
+                         keep_eos=False)
+    packed, pstats = seen[-1]
+    assert stats["packing"]["n_eos_dropped"] == pstats.n_eos_dropped == len(rows)
+    assert all(eos not in r.labels for r in packed)  # no example teaches where an answer ends
+    with pytest.raises(ValueError, match="ablation of packed training"):
+        training.fit(model, tiny_tokenizer, rows, cfg, packing=False, keep_eos=False)
