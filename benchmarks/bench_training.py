@@ -9,10 +9,11 @@ Real (non-pad) training tokens per second of:
   params/tiny.yaml's ``mid_train`` section (``batch_size`` rows per step).
 - ``ours_sft``: SFT as the recipe runs it, ``lib.training.fit(..., packing=False)`` (-> ``fit_sft``:
   TRL's SFTTrainer, padded, no activation checkpointing), tiny.yaml's ``sft`` section.
-- Precision: ``ours_*`` and ``bare_*`` use the recipe's ``lib.model.train_dtype("auto", cpu)``: bf16
-  autocast on CPUs with native bf16 (avx512_bf16/AMX), fp32 elsewhere (printed at the top). The bare
-  loop runs its forward under the same autocast. ``ours_sft_fp32`` / ``ours_packed_fp32`` force fp32:
-  the ratio ``ours_sft / ours_sft_fp32`` is what the automatic bf16 choice is worth on this CPU.
+- Precision: ``ours_*`` and ``bare_*`` use ``lib.model.train_dtype(--dtype, cpu)`` (default
+  ``auto`` = the recipe's CPU default, fp32). ``ours_sft_bf16`` / ``ours_packed_bf16`` train with
+  ``model.dtype: bfloat16`` (bf16 autocast): ``ours_sft_bf16 / ours_sft`` is what bf16 is worth on
+  this CPU (fast only with avx512_bf16/AMX; printed at the top). ``--dtype bfloat16`` runs the
+  ``ours_*`` and ``bare_*`` arms in bf16 for a like-for-like trainer-overhead ratio.
 - ``bare_padded``: the baseline. A bare PyTorch loop (AdamW, ``model(**batch).loss.backward()``,
   no scheduler/clipping/logging) over the very padded batches ``ours_sft``'s trainer builds
   (TRL's collator and the Trainer's seeded sampler, collated before the clock starts): pad to the
@@ -61,7 +62,7 @@ from lib import packing, training  # noqa: E402
 from lib.model import cpu_has_fast_bf16, train_dtype  # noqa: E402
 from _workload import quiet, tiny_workload  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "ours_sft_fp32", "ours_packed_fp32", "trl_default",
+ARMS = ["bare_padded", "bare_packed", "ours_sft", "ours_packed", "ours_sft_bf16", "ours_packed_bf16", "trl_default",
         "trl_default_bs32"]
 
 
@@ -113,7 +114,7 @@ def _run_arm(arm: str, base, tok, rows, padded_batches, packed_batches, P, args)
     model = copy.deepcopy(base)
     pad = tok.pad_token_id
     cpu = torch.device("cpu")
-    dtype = torch.float32 if arm.endswith("_fp32") else train_dtype("auto", cpu)
+    dtype = torch.bfloat16 if arm.endswith("_bf16") else train_dtype(args.dtype, cpu)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         if arm == "bare_padded":
@@ -152,6 +153,8 @@ def main():
     ap.add_argument("--trl-steps", type=int, default=6, help="steps of the (slow) trl_default arm")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 gives steadier ratios on a shared machine)")
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="precision of the ours_* and bare_* arms (params model.dtype)")
     args = ap.parse_args()
     if "bare_padded" not in args.arms:
         ap.error("the bare_padded baseline must be among --arms")
@@ -176,8 +179,8 @@ def main():
                                  "seq_lengths": packed_rows[j].seq_lengths} for j in order[i:i + bs]])
                       for i in range(0, len(order), bs)]
     pad_share = 1 - sum(lengths) / sum(b["input_ids"].numel() for b in padded_batches)
-    print(f"precision of ours_* and bare_*: {train_dtype('auto', torch.device('cpu'))} (CPU native bf16: "
-          f"{cpu_has_fast_bf16()}); ours_*_fp32: torch.float32")
+    print(f"precision of ours_* and bare_*: {train_dtype(args.dtype, torch.device('cpu'))} (CPU native bf16: "
+          f"{cpu_has_fast_bf16()}); ours_*_bf16: torch.bfloat16")
     print(f"model: {sum(p.numel() for p in base.parameters()):,} params ({P.model.num_layers} layers, hidden "
           f"{P.model.hidden_size}, {base.config._attn_implementation}), {torch.get_num_threads()} threads")
     print(f"data: {len(examples)} examples, {sum(lengths):,} tokens, min/median/max {lengths[0]}/"
@@ -212,8 +215,8 @@ def main():
         parts = [f"{med(a):,.0f} tok/s ({ratio(a, 'bare_padded'):.2f}x vs bare_padded baseline"]
         if a.startswith("ours_packed") and "bare_packed" in tps:
             parts.append(f"{ratio(a, 'bare_packed'):.2f}x vs bare_packed")
-        if a in ("ours_sft", "ours_packed") and f"{a}_fp32" in tps:
-            parts.append(f"{ratio(a, a + '_fp32'):.2f}x vs {a}_fp32")
+        if a.endswith("_bf16") and a[:-5] in tps:
+            parts.append(f"{ratio(a, a[:-5]):.2f}x vs {a[:-5]}")
         for t in ("trl_default", "trl_default_bs32"):
             if a.startswith("ours") and t in tps:
                 parts.append(f"{ratio(a, t):.2f}x vs {t}")

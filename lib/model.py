@@ -7,6 +7,7 @@ without project code.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,9 +34,9 @@ def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), so bf16 autocast pays off.
 
     Without either, bf16 matmuls are emulated and training runs ~3x slower than fp32
-    (STACK_NOTES.md); with avx512_bf16 (this project's 2-core EPYC machines) bf16 autocast was
-    faster than fp32 (``benchmarks/bench_training.py``). ``PHI4MR_CPU_BF16=0/1`` overrides the
-    detection.
+    (STACK_NOTES.md); with avx512_bf16 (this project's 2-core EPYC machines) bf16 autocast trained
+    1.3-1.7x faster than fp32 (``benchmarks/bench_training.py``, tiny mid-training). ``PHI4MR_CPU_BF16=0/1``
+    overrides the detection.
     """
     forced = os.environ.get("PHI4MR_CPU_BF16")
     if forced is not None:
@@ -47,15 +48,21 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def train_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The training precision (weights stay fp32; bf16 means bf16 autocast in the trainers).
+    """The training precision from params ``model.dtype`` (weights stay fp32; bf16 = bf16 autocast).
 
-    'auto': bf16 on CUDA; on CPU bf16 only where the CPU has native bf16 (:func:`cpu_has_fast_bf16`),
-    fp32 elsewhere.
+    'auto': bf16 on CUDA, fp32 on CPU. On the tiny recipe, bf16 autocast on an avx512_bf16 CPU
+    trained 1.7x faster but scored lower at every stage (LOG.md, 2026-11-29), so a CPU run gets
+    bf16 only when asked for ('bfloat16'); asking for it on a CPU without native bf16 warns,
+    since it runs ~3x slower there (:func:`cpu_has_fast_bf16`).
     """
     if dtype == "auto":
-        if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()):
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"model.dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+    if dtype == "bfloat16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn("model.dtype: bfloat16 on a CPU without avx512_bf16/AMX: bf16 is emulated there and "
+                      "training runs ~3x slower than float32 (STACK_NOTES.md); use 'auto' or 'float32'",
+                      stacklevel=2)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 

@@ -153,7 +153,7 @@ class Model(Section):
     max_position_embeddings: int = Field(ge=64, description="Longest sequence the scratch model supports.")
     vocab_size: int = Field(ge=64, description="Target vocabulary of the tokenizer trained from scratch.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        description="Training precision (bf16 = autocast, weights stay fp32): 'auto' picks bf16 on CUDA and on CPUs with native bf16 (avx512_bf16/AMX), fp32 on other CPUs, where bf16 runs ~3x slower.")
+        description="Training precision of every stage (bf16 means autocast; weights stay fp32): 'auto' is bf16 on CUDA and float32 on CPU. 'bfloat16' on a CPU with native bf16 (avx512_bf16/AMX) trains tiny 1.7x faster but scored lower (LOG.md); without native bf16 it is ~3x slower.")
 
     @model_validator(mode="after")
     def _check(self):

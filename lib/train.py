@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     device = modellib.pick_device("auto")
     model, tokenizer, _ = modellib.load_for_training(args.model, "cpu", cfg.use_unsloth, cfg.max_length)
     sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device,
-                                  dtype=modellib.train_dtype("auto", device), seed=seed)
+                                  dtype=modellib.train_dtype(spec.get("dtype", "auto"), device), seed=seed)
     stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing,
                          keep_eos=spec.get("keep_eos", True))
     if PartialState().is_main_process:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launch(model_dir, rows: list[dict], train_section, seed: int, out_dir, *, packing: bool = False,
-           accelerate_config: str | None = None) -> dict:
+           accelerate_config: str | None = None, dtype: str = "auto") -> dict:
     """Run :func:`main` in a subprocess, under ``accelerate launch`` when a config is given.
 
     Returns the statistics the main process wrote. The subprocess's output streams through.
@@ -74,7 +74,7 @@ def launch(model_dir, rows: list[dict], train_section, seed: int, out_dir, *, pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "train.json").write_text(json.dumps({**train_section.model_dump(), "seed": seed}))
+    (out / "train.json").write_text(json.dumps({**train_section.model_dump(), "seed": seed, "dtype": dtype}))
     cmd = ["-m", "lib.train", "--model", str(model_dir), "--rows", str(out / "rows.jsonl"),
            "--config", str(out / "train.json"), "--out", str(out)] + (["--packing"] if packing else [])
     if accelerate_config:

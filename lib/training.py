@@ -4,7 +4,7 @@ On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. act
 checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md).
 Activation checkpointing is always off here (recomputing activations only saves memory, which a
 CPU run does not lack); bf16 autocast is on for CUDA and for CPUs with native bf16
-(:func:`lib.model.cpu_has_fast_bf16`), off elsewhere. Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
+when params ``model.dtype`` asks for it (:func:`lib.model.train_dtype`). Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
 build on the same config) goes through :func:`sft_config` so these choices live in one place.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
         max_length=cfg.max_length,
-        bf16=dtype == torch.bfloat16,  # autocast; on CPU only where lib.model.cpu_has_fast_bf16
+        bf16=dtype == torch.bfloat16,  # autocast (lib.model.train_dtype: CPU only when params ask)
         activation_checkpointing=False,
         gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,
@@ -131,8 +131,10 @@ def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = Fals
 
 
 def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device, seed: int,
-                packing: bool = False):
+                packing: bool = False, dtype: str = "auto"):
     """A training stage's work, in process or under ``accelerate launch`` (``section.accelerate_config``).
+
+    ``dtype`` is params ``model.dtype`` (:func:`lib.model.train_dtype`).
 
     Returns ``(model, tokenizer, stats)`` with the trained model loaded on ``device``.
     Checkpoints go to ``out_dir/trainer`` (a rerun resumes from the newest).
@@ -143,7 +145,7 @@ def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device,
         from lib import train
         from lib.paths import resolve
 
-        stats = train.launch(start_checkpoint, rows, section, seed, out_dir, packing=packing,
+        stats = train.launch(start_checkpoint, rows, section, seed, out_dir, packing=packing, dtype=dtype,
                              accelerate_config=str(resolve(section.accelerate_config)))
         model, tokenizer = modellib.load(Path(out_dir) / "model", device=device)
         stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
@@ -151,7 +153,7 @@ def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device,
     model, tokenizer, backend = modellib.load_for_training(start_checkpoint, device, section.use_unsloth,
                                                            max_seq_length=section.max_length)
     cfg = sft_config(section, Path(out_dir) / "trainer", device=device,
-                     dtype=modellib.train_dtype("auto", device), seed=seed)
+                     dtype=modellib.train_dtype(dtype, device), seed=seed)
     stats = fit(model, tokenizer, rows, cfg, packing=packing, keep_eos=getattr(section, "keep_eos", True))
     stats["backend"] = backend
     return model, tokenizer, stats

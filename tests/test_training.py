@@ -1,6 +1,8 @@
 """Training wrapper: CPU-appropriate config, checkpoint + resume to the same final step and result."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -59,14 +61,22 @@ def test_interrupted_run_resumes_to_the_same_end(smoke_params, tiny_tokenizer, r
     assert resumed["curve"][-1]["loss"] == pytest.approx(full["curve"][-1]["loss"], rel=1e-4)
 
 
-def test_cpu_bf16_only_where_the_cpu_has_it(smoke_params, tmp_path, monkeypatch):
+def test_precision_follows_params_and_warns_where_cpu_bf16_is_slow(smoke_params, tmp_path, monkeypatch):
     from lib import model as modellib
     cpu = torch.device("cpu")
-    monkeypatch.setenv("PHI4MR_CPU_BF16", "0")
-    assert modellib.train_dtype("auto", cpu) == torch.float32
+    assert modellib.train_dtype("auto", cpu) == torch.float32  # CPU: fp32 unless params ask (LOG.md)
+    assert modellib.train_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert modellib.train_dtype("float32", torch.device("cuda")) == torch.float32  # an explicit choice wins
+    with pytest.raises(ValueError, match="model.dtype must be"):
+        modellib.train_dtype("fp16", cpu)
+
     monkeypatch.setenv("PHI4MR_CPU_BF16", "1")
-    assert modellib.train_dtype("auto", cpu) == torch.bfloat16
-    assert modellib.train_dtype("float32", cpu) == torch.float32  # an explicit choice wins
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # native bf16: no warning
+        assert modellib.train_dtype("bfloat16", cpu) == torch.bfloat16
+    monkeypatch.setenv("PHI4MR_CPU_BF16", "0")
+    with pytest.warns(UserWarning, match="3x slower"):
+        assert modellib.train_dtype("bfloat16", cpu) == torch.bfloat16
     monkeypatch.setenv("PHI4MR_CPU_BF16", "yes")
     with pytest.raises(ValueError, match="PHI4MR_CPU_BF16 must be 0 or 1"):
         modellib.cpu_has_fast_bf16()
@@ -74,9 +84,9 @@ def test_cpu_bf16_only_where_the_cpu_has_it(smoke_params, tmp_path, monkeypatch)
     monkeypatch.delenv("PHI4MR_CPU_BF16")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert modellib.train_dtype("auto", cpu) == torch.float32
+    assert modellib.cpu_has_fast_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert modellib.train_dtype("auto", cpu) == torch.bfloat16
+    assert modellib.cpu_has_fast_bf16() is True
 
     # the trainer's autocast follows the dtype; activation checkpointing stays off on CPU either way
     cfg = smoke_params.sft.model_copy(update={"max_steps": 2})
