@@ -2,10 +2,11 @@
 
 On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation
 checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md).
-Activation checkpointing is always off here (recomputing activations only saves memory, which a
-CPU run does not lack); bf16 autocast is on for CUDA and for CPUs with native bf16
-when params ``model.dtype`` asks for it (:func:`lib.model.train_dtype`). Every stage that fine-tunes on text (base pretraining now; mid-training and SFT
-build on the same config) goes through :func:`sft_config` so these choices live in one place.
+Activation checkpointing is always off here (it only saves memory, which a CPU run does not
+lack). bf16 autocast follows params ``model.dtype`` (:func:`lib.model.train_dtype`): on for CUDA,
+off on CPU unless asked for. Every stage that fine-tunes on text (base pretraining, mid-training,
+SFT; DPO and GRPO build on the same kwargs) goes through :func:`sft_config` or :func:`trainer_kwargs`,
+so these choices live in one place.
 """
 from __future__ import annotations
 
