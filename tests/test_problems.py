@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from math_verify import parse, verify
 
-from lib.problems import (DIFFICULTY_NAMES, DOMAINS, LEVELS, Problem, SlipError, Step, cot_solution,
-                          direct_solution, generate, latex, make_problem, random_slip, solve, split_of)
+from lib.problems import (DIFFICULTY_NAMES, DOMAINS, LEVELS, Problem, SlipError, Step, arithmetic_slips,
+                          cot_solution, direct_solution, generate, latex, make_problem, random_slip, solve,
+                          split_of)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -314,6 +315,35 @@ def test_slip_gives_consistent_wrong_trace(sample):
         if i + 1 < len(steps):  # the wrong value is used by a later line
             assert any(steps[i].value in st.args for st in steps[i + 1:]) or steps[i].op == "/", (p.id, i)
     assert n_slipped >= 0.9 * len(sample)
+
+
+def test_arithmetic_slips_finds_exactly_the_slipped_line(sample):
+    rng = random.Random(1)
+    n_checked = 0
+    for p in sample:
+        n, bad = arithmetic_slips(cot_solution(p))
+        assert (n, bad) == (len(p.steps), 0), (p.id, cot_solution(p))  # every step line read, all true
+        got = random_slip(p, rng)
+        if got is None:
+            continue
+        (i, _), steps, _ = got
+        n, bad = arithmetic_slips("\n".join(st.text for st in steps))
+        assert (n, bad) == (len(steps), 1), (p.id, i, [st.text for st in steps])
+        n_checked += 1
+    assert n_checked >= 0.9 * len(sample)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("7 * 9 = 810\n81 mod 10 = 3", (2, 2)),       # a model's lucky answer: both statements false
+    ("7 * 9 = 63\n63 mod 10 = 3", (2, 0)),
+    ("7 - (-3) = 10 and 3/4 * 2 = 3/2", (2, 0)),   # negative operand in parentheses, fraction operand
+    ("6 / 4 = 3/2, gcd(6, 57) = 3", (2, 0)),
+    ("12 / 0 = 4; 5 mod 0 = 1", (2, 2)),           # undefined is false, not a crash
+    ("x = 6, so the answer is \\boxed{6}", (0, 0)),
+    ("Check: 28 / 2 = 14, so 14 * 2 = 29", (2, 1)),
+])
+def test_arithmetic_slips_examples(text, expected):
+    assert arithmetic_slips(text) == expected
 
 
 def test_slip_example_is_propagated():
