@@ -32,23 +32,19 @@ from lib import evaluation, params, problems, rl, sampling, subsets
 from lib import model as modellib
 
 
-def work_checked(reward: rl.VerifiableReward) -> rl.VerifiableReward:
-    """Wrap a reward so a verified answer with a false arithmetic step scores as wrong."""
-    plain = reward.__call__
+class WorkCheckedReward(rl.VerifiableReward):
+    """The recipe's reward, except that a verified answer with a false (or no) arithmetic step
+    scores as wrong; those are counted as ``lucky``."""
 
-    class Work(type(reward)):
-        def __call__(self, prompts=None, completions=None, answer=None, **kwargs):
-            out = []
-            for r, c in zip(plain(prompts, completions, answer, **kwargs), completions):
-                n, bad = problems.arithmetic_slips(self.text_of(c))
-                if r > 0 and (bad or not n):
-                    self.counts["lucky"] += 1
-                    r = self.values[False]
-                out.append(r)
-            return out
-
-    reward.__class__ = Work
-    return reward
+    def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
+        out = []
+        for r, c in zip(super().__call__(prompts, completions, answer, **kwargs), completions):
+            n, bad = problems.arithmetic_slips(self.text_of(c))
+            if r > 0 and (bad or not n):
+                self.counts["lucky"] += 1
+                r = self.values[False]
+            out.append(r)
+        return out
 
 
 def probed_pool(run: Path, n: int, P, model, tokenizer, verifier, cache: Path) -> pd.DataFrame:
@@ -120,7 +116,7 @@ def main(argv=None) -> int:
                                   temperature=0.6, top_p=0.95, max_new_tokens=R.max_length, batch_size=64, seed=seed)
         original = rl.VerifiableReward
         if a.reward == "work":
-            rl.VerifiableReward = lambda *args, **kw: work_checked(original(*args, **kw))
+            rl.VerifiableReward = WorkCheckedReward  # run_grpo builds its reward from this name
         try:
             start = time.perf_counter()
             trainer, summary = rl.run_grpo(model, tok, prompts, R, out / "training", verifier=verifier, device=device,

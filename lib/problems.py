@@ -129,7 +129,7 @@ class Step:
 _NUM = r"-?\d+(?:/\d+)?"
 _STATEMENT = re.compile(  # a step line as Step.text writes it: "a op b = v", "a mod m = r", "gcd(a, b) = g"
     rf"(?<![\d/.])(?:(?P<a>{_NUM})\s*(?P<op>[-+*/])\s*(?P<b>{_NUM}|\({_NUM}\))"
-    rf"|(?P<ma>-?\d+)\s+mod\s+(?P<mm>-?\d+)|gcd\((?P<ga>-?\d+),\s*(?P<gb>-?\d+)\))"
+    rf"|(?P<ma>-?\d+)\s+mod\s+(?P<mm>\d+)|gcd\((?P<ga>-?\d+),\s*(?P<gb>-?\d+)\))"
     rf"\s*=\s*(?P<v>{_NUM})(?![\d/])")
 
 
@@ -138,26 +138,26 @@ def arithmetic_slips(text: str) -> tuple[int, int]:
 
     Reads every ``a op b = v`` (``+ - * /``, fractions ``a/b``, a negative right operand in
     parentheses), ``a mod m = r`` and ``gcd(a, b) = g`` the way :class:`Step` writes them and
-    recomputes each. A model's completion can reach the right final answer through false
-    steps ("7 * 9 = 810", then "81 mod 10 = 3"): with answers as small as this domain's, a
-    verified answer is often a lucky guess (LOG.md, 2026-11-29), which this measures.
+    checks each as a :class:`Step` (a division or remainder by zero is false). A model's
+    completion can reach the right final answer through false steps ("7 * 9 = 810", then
+    "81 mod 10 = 3"): with answers as small as this domain's, a verified answer is often a
+    lucky guess (LOG.md, 2026-11-29), which this measures.
     """
     n = bad = 0
     for m in _STATEMENT.finditer(text):
-        n += 1
-        v = Fraction(m["v"])
+        value = _norm(Fraction(m["v"]))
         if m["op"]:
-            a, b = Fraction(m["a"]), Fraction(m["b"].strip("()"))
-            if m["op"] == "/" and b == 0:
-                bad += 1
-                continue
-            got = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else None}[m["op"]]
+            args = (_norm(Fraction(m["a"])), _norm(Fraction(m["b"].strip("()"))))
+            step = Step(m["op"], args, value)
         elif m["mm"] is not None:
-            mod = int(m["mm"])
-            got = int(m["ma"]) % mod if mod > 0 else None
+            step = Step("mod", (int(m["ma"]), int(m["mm"])), value)
         else:
-            got = math.gcd(int(m["ga"]), int(m["gb"]))
-        bad += got != v
+            step = Step("gcd", (int(m["ga"]), int(m["gb"])), value)
+        n += 1
+        try:
+            bad += not step.is_correct
+        except ZeroDivisionError:
+            bad += 1
     return n, bad
 
 
