@@ -151,7 +151,8 @@ class Model(Section):
     num_kv_heads: int = Field(ge=1, description="Key/value heads for grouped-query attention (divides num_heads).")
     intermediate_size: int = Field(ge=8, description="MLP width of the scratch model.")
     max_position_embeddings: int = Field(ge=64, description="Longest sequence the scratch model supports.")
-    vocab_size: int = Field(ge=64, description="Target vocabulary of the tokenizer trained from scratch.")
+    vocab_size: int = Field(ge=64, description="Target vocabulary of the tokenizer trained from scratch (number tokens included).")
+    number_tokens: int = Field(ge=0, description="Scratch tokenizer: every integer 0..N is one token (with and without a leading space), longer digit runs are cut in groups of three as in o200k; 0 means one token per digit (LOG.md, whole-number tokens).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         description="Training precision of every stage (bf16 means autocast; weights stay fp32): 'auto' is bf16 on CUDA and float32 on CPU. 'bfloat16' on a CPU with native bf16 (avx512_bf16/AMX) trains tiny 1.7x faster but scored lower (LOG.md); without native bf16 it is ~3x slower.")
 

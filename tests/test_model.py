@@ -1,6 +1,7 @@
 """Base-model round trip, tokenizer conventions, and the sampler against a plain reference."""
 from __future__ import annotations
 
+import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -16,11 +17,41 @@ def test_tokenizer_conventions(tiny_tokenizer):
     ids = tok("<think>\n12 + 7 = 19\n</think>\\boxed{19}<|end|>")["input_ids"]
     toks = tok.convert_ids_to_tokens(ids)
     assert toks[0] == "<think>" and "</think>" in toks  # one token each
-    assert [t for t in toks if t.strip("Ġ").isdigit()] == ["1", "2", "7", "1", "9", "1", "9"]  # digits split
+    assert [t for t in toks if t.strip("Ġ").isdigit()] == ["12", "Ġ7", "Ġ19", "19"]  # whole numbers
     # think tags are ordinary tokens: they survive skip_special_tokens (GRPO decodes that way)
     assert tok.decode(ids, skip_special_tokens=True) == "<think>\n12 + 7 = 19\n</think>\\boxed{19}"
     prompt = chat.prompt_text(tok, "What is 2 + 2?")
     assert prompt == "<|user|>What is 2 + 2?\n" + chat.INSTRUCTION + "<|end|><|assistant|>"
+
+
+def test_whole_number_tokens():
+    from lib.tokenizer import number_token_strings, train_tokenizer
+
+    corpus = ["Start with 3. Add 4, then multiply by 2. What is the result?\n3 + 4 = 7\n7 * 2 = 14"] * 20
+    tok = train_tokenizer(corpus, 400, number_tokens=60)
+    assert len(tok) <= 400 + 2  # + <think>, </think>
+    for n in range(61):  # each integer 0..60 is one token, with and without the space before it
+        assert tok.convert_ids_to_tokens(tok(f" {n}")["input_ids"]) == [f"Ġ{n}"]
+        assert tok.convert_ids_to_tokens(tok(f"({n})")["input_ids"])[1] == str(n)
+    assert len(number_token_strings(60)) == 122
+    # longer numbers: digit groups of at most three (as o200k), each group then BPE-encoded
+    text = " 61 + 12345 = 12406, x = -3 and \\frac{3}{28}"
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    toks = tok.convert_ids_to_tokens(ids)
+    pieces = [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(" 12345")]
+    assert pieces == ["Ġ123", "45"]
+    assert "45" in toks and "Ġ61" not in toks  # 45 <= 60 is whole; 61 is not
+    # number_tokens=0: one token per digit, the earlier scheme
+    digits = train_tokenizer(corpus, 300, number_tokens=0)
+    assert [t for t in digits.tokenize(" 14") if t != "Ġ"] == ["1", "4"]
+
+
+def test_tokenizer_vocab_too_small_says_what_to_change():
+    from lib.tokenizer import train_tokenizer
+
+    with pytest.raises(ValueError, match=r"raise model.vocab_size to at least 462 or lower model.number_tokens"):
+        train_tokenizer(["1 + 1 = 2"], 400, number_tokens=99)
 
 
 def test_checkpoint_round_trip(tiny_model, tiny_tokenizer, tmp_path):
