@@ -1,12 +1,11 @@
 """A byte-level BPE tokenizer trained from scratch on the synthetic corpus.
 
-Numbers (``number_tokens=N > 0``, the embedded default): every integer ``0..N`` is one token,
-with and without its leading space (``" 47"`` -> ``Ġ47``), and longer digit runs are cut into
-groups of up to three digits first, as the cl100k/o200k and Llama-3 tokenizers do. A step like
-``28 * 7 = 196`` is then five tokens whose operands a tiny model copies and combines as whole
-symbols; with one token per digit it wrote ``28 * 7 = 148`` and copied ``29`` as ``39`` (LOG.md,
-2026-11-29, "Whole-number tokens"). ``number_tokens=0`` keeps the earlier scheme, one token per
-digit (``Digits(individual_digits=True)``), for that comparison.
+Numbers: by default (``number_tokens=0``, the embedded default) digits are split one per token
+(``Digits(individual_digits=True)``). With ``number_tokens=N`` every integer ``0..N`` is one
+token instead, with and without its leading space (``" 47"`` -> ``Ġ47``), and longer digit runs
+are cut into groups of up to three digits first, as the cl100k/o200k and Llama-3 tokenizers do.
+That halves the false arithmetic in the mid-trained tiny model's traces, but the later stages
+did not gain from it (LOG.md, 2026-11-29 evening, "Whole-number tokens"), so it is an option.
 
 Words and the teacher's recurring phrases merge into few tokens, which keeps long reasoning
 cheap. Byte-level fallback means any text (real benchmarks included) encodes without unknowns.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from lib import chat, sampling
 from lib import model as modellib
@@ -24,7 +24,7 @@ def test_tokenizer_conventions(tiny_tokenizer):
     assert prompt == "<|user|>What is 2 + 2?\n" + chat.INSTRUCTION + "<|end|><|assistant|>"
 
 
-def test_whole_number_tokens():
+def test_whole_number_tokens(tmp_path):
     from lib.tokenizer import number_token_strings, train_tokenizer
 
     corpus = ["Start with 3. Add 4, then multiply by 2. What is the result?\n3 + 4 = 7\n7 * 2 = 14"] * 20
@@ -42,6 +42,9 @@ def test_whole_number_tokens():
     pieces = [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(" 12345")]
     assert pieces == ["Ġ123", "45"]
     assert "45" in toks and "Ġ61" not in toks  # 45 <= 60 is whole; 61 is not
+    # a saved checkpoint's tokenizer encodes the same (ignore_merges survives the round trip)
+    tok.save_pretrained(tmp_path / "tok")
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "tok"))(text)["input_ids"] == ids
     # number_tokens=0: one token per digit, the earlier scheme
     digits = train_tokenizer(corpus, 300, number_tokens=0)
     assert [t for t in digits.tokenize(" 14") if t != "Ġ"] == ["1", "4"]
