@@ -1,11 +1,11 @@
 """A byte-level BPE tokenizer trained from scratch on the synthetic corpus.
 
-Numbers: by default (``number_tokens=0``, the embedded default) digits are split one per token
-(``Digits(individual_digits=True)``). With ``number_tokens=N`` every integer ``0..N`` is one
-token instead, with and without its leading space (``" 47"`` -> ``Ġ47``), and longer digit runs
-are cut into groups of up to three digits first, as the cl100k/o200k and Llama-3 tokenizers do.
-That halves the false arithmetic in the mid-trained tiny model's traces, but the later stages
-did not gain from it (LOG.md, 2026-11-29 evening, "Whole-number tokens"), so it is an option.
+Numbers: with ``number_tokens=N`` (the embedded default, ``params/tiny.yaml``: 199) every integer
+``0..N`` is one token, with and without its leading space (``" 47"`` -> ``Ġ47``), and longer
+digit runs are cut into groups of up to three digits first, as the cl100k/o200k and Llama-3
+tokenizers do. The tiny model then gets its arithmetic right far more often, and mid-training
+jumps (LOG.md, 2026-11-29 evening, "Whole-number tokens"). ``number_tokens=0`` splits digits one
+per token (``Digits(individual_digits=True)``), the earlier scheme.
 
 Words and the teacher's recurring phrases merge into few tokens, which keeps long reasoning
 cheap. Byte-level fallback means any text (real benchmarks included) encodes without unknowns.

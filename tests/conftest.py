@@ -19,7 +19,7 @@ def tiny_tokenizer():
 
     ps = problems.generate(200, seed=0, split="train")
     corpus = [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
-    return train_tokenizer(corpus, 320)
+    return train_tokenizer(corpus, 512, number_tokens=99)  # as params/smoke.yaml
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ def test_tokenizer_conventions(tiny_tokenizer):
     ids = tok("<think>\n12 + 7 = 19\n</think>\\boxed{19}<|end|>")["input_ids"]
     toks = tok.convert_ids_to_tokens(ids)
     assert toks[0] == "<think>" and "</think>" in toks  # one token each
-    assert [t for t in toks if t.strip("Ġ").isdigit()] == ["1", "2", "7", "1", "9", "1", "9"]  # digits split
+    assert [t for t in toks if t.strip("Ġ").isdigit()] == ["12", "Ġ7", "Ġ19", "19"]  # whole numbers
     # think tags are ordinary tokens: they survive skip_special_tokens (GRPO decodes that way)
     assert tok.decode(ids, skip_special_tokens=True) == "<think>\n12 + 7 = 19\n</think>\\boxed{19}"
     prompt = chat.prompt_text(tok, "What is 2 + 2?")
