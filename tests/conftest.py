@@ -23,6 +23,17 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def digit_tokenizer():
+    """One token per digit (``number_tokens=0``): for tests calibrated on that scheme."""
+    from lib import chat, problems
+    from lib.tokenizer import train_tokenizer
+
+    ps = problems.generate(200, seed=0, split="train")
+    corpus = [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
+    return train_tokenizer(corpus, 320)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer, smoke_params):
     import torch
 

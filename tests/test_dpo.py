@@ -81,8 +81,12 @@ def test_dataset_format():
     assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["content"].endswith("False")
 
 
-def test_tiny_dpo_run_learns_preferences(smoke_params, tiny_tokenizer, tmp_path):
-    """Correct vs. slipped traces of the same problems: held-out preference accuracy rises above chance."""
+def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path):
+    """Correct vs. slipped traces of the same problems: held-out preference accuracy rises above chance.
+
+    Digit tokens: the appended "1" is then the same token in every rejected answer (with whole-number
+    tokens it becomes a different number per problem, a harder preference than this test is about)."""
+    tiny_tokenizer = digit_tokenizer
     rows = []
     for p in problems.generate(60, seed=3, levels=[2, 3]):
         good = problems.cot_solution(p)
