@@ -86,7 +86,6 @@ def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path
 
     Digit tokens: the appended "1" is then the same token in every rejected answer (with whole-number
     tokens it becomes a different number per problem, a harder preference than this test is about)."""
-    tiny_tokenizer = digit_tokenizer
     rows = []
     for p in problems.generate(60, seed=3, levels=[2, 3]):
         good = problems.cot_solution(p)
@@ -98,12 +97,12 @@ def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path
     pairs, _ = dpo.build_pairs({"teacher": pd.DataFrame(rows)}, 1, True, seed=0)
     train, held = dpo.split_heldout(pairs, 0.25, seed=0)
     torch.manual_seed(0)
-    model = build_scratch(smoke_params.model, tiny_tokenizer)
-    ref = build_scratch(smoke_params.model, tiny_tokenizer)
+    model = build_scratch(smoke_params.model, digit_tokenizer)
+    ref = build_scratch(smoke_params.model, digit_tokenizer)
     ref.load_state_dict(model.state_dict())
     section = smoke_params.dpo.model_copy(update={"max_steps": 12, "lr": 3e-3, "batch_size": 8, "warmup_ratio": 0.0})
     cfg = dpo.dpo_config(section, tmp_path, device=torch.device("cpu"), dtype=torch.float32, seed=0)
-    stats = dpo.fit_dpo(model, ref, tiny_tokenizer, train, held, cfg)
+    stats = dpo.fit_dpo(model, ref, digit_tokenizer, train, held, cfg)
     assert stats["heldout_pref_accuracy_before"] == 0.0  # policy == reference: all rewards 0
     assert stats["heldout_pref_accuracy_after"] >= 0.8, stats
     assert stats["heldout_margin_after"] > 0 and stats["steps"] == 12 and stats["tokens_seen"] > 0
