@@ -13,24 +13,27 @@ def smoke_params():
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer():
+def tokenizer_corpus():
+    """Prompts + step-by-step solutions of 200 training problems: what the test tokenizers learn from."""
     from lib import chat, problems
-    from lib.tokenizer import train_tokenizer
 
     ps = problems.generate(200, seed=0, split="train")
-    corpus = [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
-    return train_tokenizer(corpus, 512, number_tokens=99)  # as params/smoke.yaml
+    return [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
 
 
 @pytest.fixture(scope="session")
-def digit_tokenizer():
-    """One token per digit (``number_tokens=0``): for tests calibrated on that scheme."""
-    from lib import chat, problems
+def tiny_tokenizer(tokenizer_corpus):
     from lib.tokenizer import train_tokenizer
 
-    ps = problems.generate(200, seed=0, split="train")
-    corpus = [chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps]
-    return train_tokenizer(corpus, 320)
+    return train_tokenizer(tokenizer_corpus, 512, number_tokens=99)  # as params/smoke.yaml
+
+
+@pytest.fixture(scope="session")
+def digit_tokenizer(tokenizer_corpus):
+    """One token per digit (``number_tokens=0``): for tests calibrated on that scheme."""
+    from lib.tokenizer import train_tokenizer
+
+    return train_tokenizer(tokenizer_corpus, 320)
 
 
 @pytest.fixture(scope="session")
