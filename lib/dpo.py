@@ -28,13 +28,18 @@ class NoPairsError(ValueError):
     """A DPO source gave no usable (correct, incorrect) pair; the message says why."""
 
 
-def on_policy_rollouts(sampler, source: pd.DataFrame, verifier, n: int, seed: int) -> pd.DataFrame:
+def on_policy_rollouts(sampler, source: pd.DataFrame, verifier, n: int, seed: int,
+                       max_problems: int | None = None) -> pd.DataFrame:
     """Sample ``n`` completions per problem from the model being trained and verify them.
 
-    ``source``: one row per problem with ``problem_id, problem, answer`` (+ tag columns, kept).
+    ``source``: rows with ``problem_id, problem, answer`` (+ tag columns, kept); each problem is
+    sampled once however many rows it has. ``max_problems``: sample only this many problems, a
+    seeded draw (sampling is most of the stage's time; DPO's steps use a fixed number of pairs).
     Returns rollout rows in the same columns as the teacher's (``text``, ``correct``, ``length``).
     """
     probs = source.drop_duplicates("problem_id").reset_index(drop=True)
+    if max_problems is not None and max_problems < len(probs):
+        probs = probs.sample(n=max_problems, random_state=seed).reset_index(drop=True)
     completions = sampler.sample(list(probs["problem"]), n=n, seed=seed)
     checks = verifier.check_many([(a, c.text) for a, cs in zip(probs["answer"], completions) for c in cs])
     rows, k = [], 0

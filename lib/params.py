@@ -215,6 +215,9 @@ class DPO(Train):
     balance_difficulty: bool = Field(description="Down-sample pairs to the same count per difficulty tag.")
     on_policy_samples: int = Field(ge=1, description="Samples per problem from the SFT model for the on-policy source.")
     on_policy_temperature: float = Field(gt=0, description="Sampling temperature of the on-policy rollouts.")
+    on_policy_problems: int | None = Field(
+        ge=1, description="Sample only this many problems of the DPO source (a seeded draw) for on-policy pairs; "
+        "null samples every problem.")
     heldout_share: float = Field(ge=0, lt=1, description="Share of problems whose pairs are held out to measure preference accuracy.")
     eval_problems: int = Field(ge=1, description="Held-out test problems for the stage's quick greedy accuracy.")
 

@@ -49,6 +49,14 @@ def test_on_policy_rollouts_are_verified_samples_that_pair_up():
     assert (out.teacher == "on_policy").all() and out.tag_difficulty.notna().all()
     pairs, stats = dpo.build_pairs({"on_policy": out}, 1, True, seed=0)
     assert stats["on_policy"]["pairs"] == 2 and pairs.rejected.str.contains("boxed{2}", regex=False).all()
+    # max_problems: a seeded draw of whole problems, the same for the same seed
+    many = rollouts({f"p{i}": [True] for i in range(20)})
+    with Verifier(workers=0) as v:
+        few = [dpo.on_policy_rollouts(FakeSampler(), many, v, n=2, seed=s, max_problems=5) for s in (0, 0, 1)]
+        every = dpo.on_policy_rollouts(FakeSampler(), many, v, n=2, seed=0, max_problems=50)
+    assert len(few[0]) == 10 and few[0].problem_id.nunique() == 5 and few[0].problem_id.isin(many.problem_id).all()
+    assert list(few[0].problem_id) == list(few[1].problem_id) and set(few[0].problem_id) != set(few[2].problem_id)
+    assert every.problem_id.nunique() == 20
 
 
 @pytest.mark.parametrize("spec,why", [
