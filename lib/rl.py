@@ -405,16 +405,21 @@ class HeldoutTracker(TrainerCallback):
     Samples ``n_samples`` completions per held-out problem with the shared sampler at the
     evaluation temperature, checks them with the shared verifier and records pass@1 (mean over
     samples) and cons@``n_samples`` (majority vote) -- the paper's stability signal.
+
+    ``start``: a step-0 row measured by another tracker with the same settings on the same starting
+    model (two RL variants from one checkpoint); it is reused instead of sampled again.
     """
 
     def __init__(self, tokenizer, eval_set, verifier, *, every: int, n_samples: int, temperature: float,
-                 top_p: float, max_new_tokens: int, batch_size: int, seed: int):
+                 top_p: float, max_new_tokens: int, batch_size: int, seed: int, start: dict | None = None):
         self.tokenizer, self.eval_set, self.verifier = tokenizer, eval_set, verifier
         self.every, self.n_samples = every, n_samples
         self.sampling = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                              batch_size=batch_size, progress=False)
         self.seed = seed
-        self.history: list[dict] = []
+        if start is not None and start.get("step") != 0:
+            raise ValueError(f"HeldoutTracker: start must be a step-0 row, got step {start.get('step')!r}")
+        self.history: list[dict] = [dict(start)] if start is not None else []
         self.seconds = 0.0
 
     def measure(self, model, step: int) -> dict:

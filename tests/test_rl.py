@@ -240,3 +240,31 @@ def test_plain_grpo_keeps_trl_behaviour_and_constant_temperature(smoke_params, t
                                  device=torch.device("cpu"), dtype=torch.float32, seed=0, tricks=False)
     assert {round(t, 6) for _, t, _ in summary["temperatures"]} == {0.9}
     assert all(g["filtered_groups"] == 0 for g in summary["groups"])
+
+
+def test_heldout_tracker_reuses_a_shared_step_zero_measurement():
+    from types import SimpleNamespace
+
+    class Counting(rl.HeldoutTracker):
+        def measure(self, model, step):
+            self.calls.append(step)
+            self.history.append({"step": step, "pass1": 0.5})
+
+    kw = dict(every=2, n_samples=4, temperature=0.6, top_p=0.95, max_new_tokens=8, batch_size=4, seed=0)
+    state = SimpleNamespace(global_step=0, max_steps=4)
+    fresh = Counting(None, None, None, **kw)
+    fresh.calls = []
+    fresh.on_train_begin(None, state, None)
+    shared = Counting(None, None, None, start={"step": 0, "pass1": 0.25}, **kw)
+    shared.calls = []
+    shared.on_train_begin(None, state, None)
+    for t in (fresh, shared):
+        for step in (1, 2, 3, 4):
+            state.global_step = step
+            t.on_step_end(None, state, None)
+        t.on_train_end(None, state, None)
+        state.global_step = 0
+    assert fresh.calls == [0, 2, 4] and shared.calls == [2, 4]
+    assert [r["step"] for r in shared.history] == [0, 2, 4] and shared.history[0]["pass1"] == 0.25
+    with pytest.raises(ValueError, match="step-0"):
+        rl.HeldoutTracker(None, None, None, start={"step": 10}, **kw)
