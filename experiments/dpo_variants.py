@@ -45,21 +45,27 @@ def make_pairs(run: Path, temperature: float, n_problems: int, out: Path) -> Non
     pairs.to_parquet(out)
 
 
-def train(run: Path, pairs_path: Path, out: Path, lr: float, steps: int, beta: float, nll: float) -> None:
-    import pandas as pd
+def train_and_save(run: Path, pairs, section, out: Path, nll: float = 0.0) -> None:
+    """DPO from the run's SFT model on ``pairs`` with the params ``dpo`` ``section``; saves ``out/model``."""
     import torch
-    P = params.load(TINY, [f"dpo.lr={lr}", f"dpo.max_steps={steps}", f"dpo.beta={beta}"])
-    pairs = pd.read_parquet(pairs_path)
-    train_pairs, held = dpo.split_heldout(pairs, P.dpo.heldout_share, seed=P.run.seed)
+    P = params.load(TINY)
+    train_pairs, held = dpo.split_heldout(pairs, section.heldout_share, seed=P.run.seed)
     sft = run / "04_sft" / "model"
     model, tok = modellib.load(sft, device="cpu")
     ref, _ = modellib.load(sft, device="cpu")
-    cfg = dpo.dpo_config(P.dpo, out / "trainer", device=torch.device("cpu"), dtype=torch.float32, seed=P.run.seed)
+    model.train()
+    cfg = dpo.dpo_config(section, out / "trainer", device=torch.device("cpu"), dtype=torch.float32, seed=P.run.seed)
     if nll > 0:
         cfg.loss_type, cfg.loss_weights = ["sigmoid", "sft"], [1.0, nll]
     stats = dpo.fit_dpo(model, ref, tok, train_pairs, held, cfg)
     print({k: v for k, v in stats.items() if k.startswith("heldout")})
     modellib.save(model, tok, out / "model")
+
+
+def train(run: Path, pairs_path: Path, out: Path, lr: float, steps: int, beta: float, nll: float) -> None:
+    import pandas as pd
+    section = params.load(TINY).dpo.model_copy(update={"lr": lr, "max_steps": steps, "beta": beta})
+    train_and_save(run, pd.read_parquet(pairs_path), section, out, nll=nll)
 
 
 def main() -> None:

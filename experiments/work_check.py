@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import dpo, params, problems, sampling  # noqa: E402
+from lib import params, problems, sampling  # noqa: E402
 from lib import model as modellib  # noqa: E402
+from experiments.dpo_variants import train_and_save  # noqa: E402
 
 
 def slips(checkpoints: list[str]) -> None:
@@ -38,23 +39,14 @@ def slips(checkpoints: list[str]) -> None:
 
 def clean_dpo(run: Path, out: Path, epochs: float, lr: float) -> None:
     import pandas as pd
-    import torch
 
     P = params.load(Path(__file__).resolve().parents[1] / "params" / "tiny.yaml")
     pairs = pd.read_parquet(run / "05_rollout_dpo" / "pairs.parquet")
     clean = pairs[pairs.chosen.map(lambda t: problems.arithmetic_slips(t)[1] == 0)].reset_index(drop=True)
     print(f"{len(clean)} of {len(pairs)} pairs have a chosen answer with all-true arithmetic "
           f"({clean.problem_id.nunique()} problems)")
-    train, held = dpo.split_heldout(clean, P.dpo.heldout_share, seed=P.run.seed)
     section = P.dpo.model_copy(update={"max_steps": -1, "epochs": epochs, "lr": lr})
-    sft = run / "04_sft" / "model"
-    model, tok = modellib.load(sft, device="cpu")
-    ref, _ = modellib.load(sft, device="cpu")
-    model.train()
-    cfg = dpo.dpo_config(section, out / "trainer", device=torch.device("cpu"), dtype=torch.float32, seed=P.run.seed)
-    stats = dpo.fit_dpo(model, ref, tok, train, held, cfg)
-    print({k: v for k, v in stats.items() if k.startswith("heldout")})
-    modellib.save(model, tok, out / "model")
+    train_and_save(run, clean, section, out)
 
 
 def main() -> None:
