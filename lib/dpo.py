@@ -34,7 +34,7 @@ def on_policy_rollouts(sampler, source: pd.DataFrame, verifier, n: int, seed: in
 
     ``source``: rows with ``problem_id, problem, answer`` (+ tag columns, kept); each problem is
     sampled once however many rows it has. ``max_problems``: sample only this many problems, a
-    seeded draw (sampling is most of the stage's time; DPO's steps use a fixed number of pairs).
+    seeded draw (sampling is most of the stage's time).
     Returns rollout rows in the same columns as the teacher's (``text``, ``correct``, ``length``).
     """
     probs = source.drop_duplicates("problem_id").reset_index(drop=True)
