@@ -167,7 +167,10 @@ class Model(Section):
 
 class Train(Section):
     """Optimisation settings shared by every training stage (one class, not copies per stage)."""
-    lr: float = Field(gt=0, le=1, description="Peak learning rate (linear warmup, cosine decay).")
+    lr: float = Field(gt=0, le=1, description="Peak learning rate (reached after the warmup).")
+    lr_scheduler: Literal["cosine", "constant_with_warmup", "linear"] = Field(
+        description="After the warmup: cosine or linear decay to zero over the stage, or constant (a stage that a "
+        "later stage continues at the same rate and anneals, as warmup-stable-decay pipelines do).")
     epochs: float = Field(gt=0, description="Passes over the stage's data (ignored when max_steps > 0).")
     max_steps: int = Field(ge=-1, description="Stop after this many optimizer steps; -1 means: use epochs.")
     batch_size: int = Field(ge=1, description="Sequences per device per micro-batch.")

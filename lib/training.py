@@ -33,7 +33,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
         max_length=cfg.max_length,
         bf16=dtype == torch.bfloat16,  # autocast (lib.model.train_dtype: CPU only when params ask)

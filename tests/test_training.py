@@ -92,3 +92,16 @@ def test_precision_follows_params_and_warns_where_cpu_bf16_is_slow(smoke_params,
     cfg = smoke_params.sft.model_copy(update={"max_steps": 2})
     on = training.sft_config(cfg, tmp_path, device=cpu, dtype=torch.bfloat16, seed=0)
     assert on.bf16 is True and on.use_cpu and on.activation_checkpointing is False
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant_with_warmup"])
+def test_lr_schedule_follows_params(smoke_params, tiny_tokenizer, rows, tmp_path, schedule):
+    cfg = config(smoke_params, tmp_path, lr_scheduler=schedule, lr=1e-3, warmup_ratio=0.0, checkpoint_every=0)
+    assert cfg.lr_scheduler_type == schedule
+    out = training.fit_sft(fresh_model(smoke_params, tiny_tokenizer), tiny_tokenizer, rows, cfg)
+    lrs = [row["lr"] for row in out["curve"]]
+    assert len(lrs) >= 5 and lrs[0] == pytest.approx(1e-3)
+    if schedule == "constant_with_warmup":  # a stage a later one continues: no decay
+        assert lrs[-1] == pytest.approx(1e-3)
+    else:
+        assert lrs[-1] < 0.2e-3 and lrs == sorted(lrs, reverse=True)
