@@ -5,7 +5,7 @@
 Real (non-pad) training tokens per second of:
 
 - ``ours_packed``: mid-training as the recipe runs it, ``lib.training.fit(..., packing=True)``
-  (-> ``lib.packing.fit_packed``: BFD rows of ``mid_train.max_length``, 4D block mask), with
+  (-> ``lib.training.fit_packed``: BFD rows of ``mid_train.max_length``, 4D block mask), with
   params/tiny.yaml's ``mid_train`` section (``batch_size`` rows per step).
 - ``ours_sft``: SFT as the recipe runs it, ``lib.training.fit(..., packing=False)`` (-> ``fit_sft``:
   TRL's SFTTrainer, padded, no activation checkpointing), tiny.yaml's ``sft`` section.

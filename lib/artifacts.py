@@ -10,6 +10,7 @@ find their inputs through :func:`require`, never by globbing.
 """
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -25,7 +26,7 @@ from typing import Any
 
 from lib import params as params_mod
 from lib import stages as stages_mod
-from lib.paths import NOTEBOOKS_DIR, ROOT, resolve
+from lib.paths import LIB_DIR, NOTEBOOKS_DIR, ROOT, resolve
 
 MANIFEST, METRICS = "manifest.json", "metrics.json"
 VERSIONED = ("torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "papermill", "tokenizers")
@@ -54,13 +55,66 @@ def read_manifest(directory: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def notebook_hash(stage: str) -> str:
-    """Hash of the notebook's code cells, parameters cell excluded (its values are hashed as params)."""
+def _notebook_code(stage: str) -> list[str]:
     nb = json.loads((NOTEBOOKS_DIR / f"{stage}.ipynb").read_text())
-    code = [("".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+    return [("".join(c["source"]) if isinstance(c["source"], list) else c["source"])
             for c in nb["cells"]
             if c["cell_type"] == "code" and "parameters" not in c.get("metadata", {}).get("tags", [])]
-    return hashlib.sha256("\n\x00".join(code).encode()).hexdigest()[:16]
+
+
+def notebook_hash(stage: str) -> str:
+    """Hash of the notebook's code cells, parameters cell excluded (its values are hashed as params)."""
+    return hashlib.sha256("\n\x00".join(_notebook_code(stage)).encode()).hexdigest()[:16]
+
+
+def _module_file(name: str, lib_dir: Path) -> Path | None:
+    """The source file of ``lib.<name>`` (a module or a package's ``__init__``), if it is ours."""
+    rel = Path(*name.split("."))
+    for f in (lib_dir / rel.with_suffix(".py"), lib_dir / rel / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _lib_imports(source: str) -> set[str]:
+    """Names of ``lib`` modules a source imports anywhere (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("lib.") for a in node.names if a.name.startswith("lib.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "lib":
+                found |= {a.name for a in node.names}
+            elif node.module.startswith("lib."):
+                mod = node.module.removeprefix("lib.")
+                found.add(mod)
+                found |= {f"{mod}.{a.name}" for a in node.names}  # submodules of a package
+    return found
+
+
+def lib_closure(sources: list[str], lib_dir: Path = LIB_DIR) -> list[Path]:
+    """Every ``lib`` source file the given code imports, directly or through other lib modules."""
+    todo = set().union(*(_lib_imports(s) for s in sources)) if sources else set()
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        f = _module_file(name, lib_dir)
+        if f is None or name in seen:
+            continue
+        seen[name] = f
+        if f.name == "__init__.py":  # a package: its modules import each other relatively or by name
+            todo |= {f"{name}.{m.stem}" for m in f.parent.glob("*.py") if m.stem != "__init__"}
+        todo |= _lib_imports(f.read_text()) - seen.keys()
+    return sorted(set(seen.values()))
+
+
+def lib_hash(stage: str, lib_dir: Path = LIB_DIR) -> str:
+    """Hash of the source of every ``lib`` module the stage's notebook runs: a library change reruns
+    exactly the stages whose code it can affect."""
+    h = hashlib.sha256()
+    for f in lib_closure(_notebook_code(stage), lib_dir):
+        h.update(f.relative_to(lib_dir).as_posix().encode() + b"\x00" + f.read_bytes() + b"\x00")
+    return h.hexdigest()[:16]
 
 
 def require(params: params_mod.Params, stage: str) -> Path:
@@ -82,7 +136,8 @@ def fingerprint(params: params_mod.Params, stage: str) -> tuple[str, dict]:
         m = read_manifest(stage_dir(params, dep))
         if m or dep in s.deps:
             upstream[dep] = m["fingerprint"] if m else None
-    parts = {"params": params.hash(s.sections), "code": notebook_hash(s.name), "upstream": upstream}
+    parts = {"params": params.hash(s.sections), "code": notebook_hash(s.name), "lib": lib_hash(s.name),
+             "upstream": upstream}
     return params_mod.params_hash(parts), upstream
 
 
@@ -159,9 +214,10 @@ class StageRun:
         manifest = {
             "stage": self.name,
             "fingerprint": fp,
-            "params": {sec: self.params.section(sec) for sec in s.sections},
+            "params": self.params.subset(s.sections),
             "params_hash": self.params.hash(s.sections),
             "code_hash": notebook_hash(self.name),
+            "lib_hash": lib_hash(self.name),
             "upstream": {dep: {"fingerprint": f, "dir": str(stage_dir(self.params, dep))} for dep, f in upstream.items()},
             "git": git_state(),
             "versions": versions(),

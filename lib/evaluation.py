@@ -10,24 +10,32 @@ cons@k is a majority vote over the first k samples, equivalent answers grouped b
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from lib import benchmarks, metrics, problems, sampling
+from lib import eval_sets, metrics, problems, sampling
+from lib.teachers import EndpointTeacher
 from lib.verify import LLMJudge, RuleJudge, Verifier
 
 
 def make_verifier(v, judge_backend=None) -> Verifier:
     """The shared verifier from params ``verify`` (workers, deadline, second opinion).
 
-    ``second_opinion: llm`` needs ``judge_backend``, any object with ``complete(prompt) -> str``
-    (a teacher): the paper re-checks math-verify's rejections with an LLM judge.
+    ``second_opinion: llm`` asks the OpenAI-compatible judge of ``verify.judge_*`` (the paper
+    re-checks math-verify's rejections with an LLM judge); ``judge_backend``, any object with
+    ``complete(prompt) -> str``, replaces that server (tests, an in-process model).
     """
     if v.second_opinion == "llm":
         if judge_backend is None:
-            raise ValueError("verify.second_opinion is 'llm' but no judge backend was given (pass the teacher)")
+            judge_backend = EndpointTeacher(v.judge_base_url, v.judge_model,
+                                            api_key=os.environ.get(v.judge_api_key_env, "EMPTY"),
+                                            max_concurrency=v.judge_max_concurrency, timeout_s=v.judge_timeout_s,
+                                            max_retries=v.judge_max_retries, temperature=0.0, max_tokens=1024,
+                                            progress=False)
         judge = LLMJudge(judge_backend.complete, name=getattr(judge_backend, "name", "llm"))
     else:
         judge = RuleJudge() if v.second_opinion == "rule" else None
@@ -63,21 +71,21 @@ def synthetic_test_set(n: int, seed: int, domains, levels) -> EvalSet:
 
 
 def load_eval_set(spec: str, *, n_test: int, seed: int, domains, levels, limit: int | None = None) -> EvalSet:
-    """``synthetic``, a preset name from :data:`lib.benchmarks.PRESETS` (hub), or a local .jsonl path."""
+    """``synthetic``, a preset name from :data:`lib.eval_sets.PRESETS` (hub), or a local .jsonl path."""
     if spec == "synthetic":
         es = synthetic_test_set(n_test, seed, domains, levels)
     elif spec.endswith((".jsonl", ".json")):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"evaluation set file not found: {path} (from eval.benchmarks)")
-        es = EvalSet(path.stem, benchmarks.load_jsonl(path), source=str(path))
-    elif spec in benchmarks.PRESETS:
-        preset = benchmarks.PRESETS[spec]
-        es = EvalSet(spec, benchmarks.load_preset(spec), multiple_choice=preset.transform is benchmarks.gpqa_to_choice,
+        es = EvalSet(path.stem, eval_sets.load_jsonl(path), source=str(path))
+    elif spec in eval_sets.PRESETS:
+        preset = eval_sets.PRESETS[spec]
+        es = EvalSet(spec, eval_sets.load_preset(spec), multiple_choice=preset.transform is eval_sets.gpqa_to_choice,
                      source=preset.path)
     else:
         raise ValueError(f"unknown evaluation set '{spec}': use 'synthetic', a .jsonl path, "
-                         f"or one of the presets {sorted(benchmarks.PRESETS)}")
+                         f"or one of the presets {sorted(eval_sets.PRESETS)}")
     if limit:
         es.items = es.items[:limit]
     return es

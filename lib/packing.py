@@ -17,8 +17,8 @@ kernels), and "wrapped" lets packed examples attend to each other. Here instead:
    passes a 4D mask through untouched to sdpa/eager attention, so each example sees only
    itself whatever ``use_cache`` says. The first label of every example is ``-100``: the last
    token of one example never learns to predict the next example.
-4. :func:`fit_packed` trains TRL's ``SFTTrainer`` on the rows with this collator and returns
-   the same statistics as :func:`lib.training.fit_sft`.
+4. :func:`packed_trainer` builds TRL's ``SFTTrainer`` on the rows with this collator;
+   :func:`lib.training.fit_packed` trains it (the same statistics as padded training).
 
 The batch is as dense as padding-to-longest but with ~no pad tokens, and attention stays per
 row (``batch x L^2``, not ``(batch x L)^2``). Measured (``benchmarks/bench_packing.py``, tiny
@@ -301,19 +301,15 @@ class PackedSFTTrainer(SFTTrainer):
         return (inputs["input_ids"] != self.data_collator.pad_token_id).sum()
 
 
-def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = True, callbacks=None, *,
-               mask: Literal["4d", "none"] | None = None, keep_eos: bool = True) -> dict:
-    """Train on prompt-completion rows, packed; the statistics of :func:`lib.training.fit_sft`, plus ``packing``.
+def packed_trainer(model, tokenizer, rows: list[dict], cfg: SFTConfig, callbacks=None, *,
+                   mask: Literal["4d", "none"] | None = None, keep_eos: bool = True) -> tuple[PackedSFTTrainer, PackStats]:
+    """A :class:`PackedSFTTrainer` over prompt-completion ``rows``, packed, and the packing statistics.
 
     ``cfg.max_length`` is the row length and ``cfg.per_device_train_batch_size`` counts rows
-    (as in TRL's packing), so a step sees up to batch x max_length real tokens. ``tokens_seen``
-    counts real (non-pad) tokens; ``packing`` holds :class:`PackStats` (truncated examples
-    counted there). ``resume``/``callbacks`` as in ``fit_sft`` (packing is deterministic, so
-    a resumed run sees the same rows). ``mask`` overrides :func:`collator_for`'s choice.
-    ``keep_eos=False`` drops every example's closing EOS (:func:`pack`'s ``drop_eos_id``).
+    (as in TRL's packing), so a step sees up to batch x max_length real tokens. ``mask``
+    overrides :func:`collator_for`'s choice. ``keep_eos=False`` drops every example's closing
+    EOS (:func:`pack`'s ``drop_eos_id``). Training it is :func:`lib.training.fit_packed`'s job.
     """
-    from lib.training import run_trainer
-
     if not rows:
         raise ValueError("no training rows: the stage's data subset is empty")
     if cfg.max_length is None:
@@ -328,4 +324,4 @@ def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool 
     datasets.disable_progress_bars()
     trainer = PackedSFTTrainer(model=model, args=args, train_dataset=rows_dataset(packed),
                                processing_class=tokenizer, data_collator=collator, callbacks=callbacks)
-    return {**run_trainer(trainer, resume), "packing": stats.as_dict()}
+    return trainer, stats

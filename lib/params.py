@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 
@@ -34,28 +34,28 @@ class ParamsError(ValueError):
 
 class Section(BaseModel):
     # extra="forbid": a misspelled key is an error, not a silently ignored value.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, validate_default=True)
 
 
 # --------------------------------------------------------------------------- sections
 class Run(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; artifacts go to <output_root>/<name>/.")
-    seed: int = Field(ge=0, description="Master seed for data, initialisation and sampling.")
-    device: Literal["auto", "cpu", "cuda"] = Field(description="'auto' uses CUDA when available, else CPU.")
-    threads: int = Field(ge=0, description="torch CPU threads; 0 keeps torch's default (all cores).")
-    output_root: str = Field(description="Folder for runs, relative to the repo root unless absolute.")
+    name: str = Field('base', pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; artifacts go to <output_root>/<name>/.")
+    seed: int = Field(0, ge=0, description="Master seed for data, initialisation and sampling.")
+    device: Literal["auto", "cpu", "cuda"] = Field('auto', description="'auto' uses CUDA when available, else CPU.")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default (all cores).")
+    output_root: str = Field('outputs', description="Folder for runs, relative to the repo root unless absolute.")
 
 
 class Problems(Section):
-    source: Literal["synthetic", "jsonl", "hub"] = Field(
+    source: Literal["synthetic", "jsonl", "hub"] = Field('synthetic', 
         description="Where problems come from: the seeded synthetic generator (lib.problems), a local "
         "JSONL/Parquet file, or a Hugging Face hub dataset (real scale).")
-    dataset: str | None = Field(description="Path or hub id when source is jsonl/hub; null for synthetic.")
-    domains: list[str] = Field(min_length=1, description="Synthetic domains to generate; any of lib.problems.DOMAINS.")
-    levels: list[int] = Field(min_length=1, description="Synthetic difficulty levels, 1 (elementary) to 4 (college); any of lib.problems.LEVELS.")
-    n_train: int = Field(ge=1, description="Training problems that get teacher rollouts (the pool every later stage draws on).")
-    n_test: int = Field(ge=1, description="Held-out test problems (never overlap the training ones).")
-    field_map: dict[str, str] | None = Field(
+    dataset: str | None = Field(None, description="Path or hub id when source is jsonl/hub; null for synthetic.")
+    domains: list[str] = Field(['arithmetic', 'algebra', 'number_theory', 'counting_probability', 'geometry'], min_length=1, description="Synthetic domains to generate; any of lib.problems.DOMAINS.")
+    levels: list[int] = Field([1, 2, 3, 4], min_length=1, description="Synthetic difficulty levels, 1 (elementary) to 4 (college); any of lib.problems.LEVELS.")
+    n_train: int = Field(1500, ge=1, description="Training problems that get teacher rollouts (the pool every later stage draws on).")
+    n_test: int = Field(200, ge=1, description="Held-out test problems (never overlap the training ones).")
+    field_map: dict[str, str] | None = Field(None, 
         description="For jsonl/hub sources: our field -> the dataset's column, e.g. {problem: question, trace: "
         "generations} (a 'trace' column holds existing reasoning traces, used as they are); null for the defaults.")
 
@@ -87,24 +87,24 @@ class Problems(Section):
 
 
 class Teacher(Section):
-    kind: Literal["embedded", "local", "endpoint"] = Field(
+    kind: Literal["embedded", "local", "endpoint"] = Field('embedded', 
         description="'embedded': the programmatic teacher for synthetic problems (lib.teachers.EmbeddedTeacher); "
         "'local': a transformers checkpoint; 'endpoint': an OpenAI-compatible server (vLLM/SGLang serving DeepSeek-R1).")
-    n_rollouts: int = Field(ge=1, description="Rollouts per problem (paper: about 8).")
-    error_rate: dict[int, float] = Field(description="Embedded teacher: chance of a plausible slip per level (harder levels err more).")
-    verbosity: Literal["compact", "normal", "long"] = Field(description="Embedded teacher: how much prose around the steps (every token costs CPU time).")
-    repeat_rate: float = Field(ge=0, le=1, description="Embedded teacher: share of looping traces (gives the repetition tagger something to find).")
-    checkpoint: str | None = Field(description="Local teacher: checkpoint path or hub id.")
-    base_url: str | None = Field(description="Endpoint teacher: server URL, e.g. http://localhost:8000/v1.")
-    model: str | None = Field(description="Endpoint teacher: served model name, e.g. deepseek-ai/DeepSeek-R1.")
-    api_key_env: str = Field(description="Endpoint teacher: environment variable holding the API key (never put keys in params).")
-    max_concurrency: int = Field(ge=1, description="Endpoint teacher: requests in flight at once.")
-    timeout_s: float = Field(gt=0, description="Endpoint teacher: seconds per request before it is retried.")
-    max_retries: int = Field(ge=0, description="Endpoint teacher: retries per request, with exponential backoff.")
-    temperature: float = Field(ge=0, description="Local/endpoint teacher sampling temperature (paper: 0.6).")
-    top_p: float = Field(gt=0, le=1, description="Local/endpoint teacher nucleus mass.")
-    max_tokens: int = Field(ge=1, description="Local/endpoint teacher: longest rollout in tokens.")
-    shard_size: int = Field(ge=1, description="Problems per Parquet shard (a killed run resumes at shard granularity).")
+    n_rollouts: int = Field(8, ge=1, description="Rollouts per problem (paper: about 8).")
+    error_rate: dict[int, float] = Field({1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}, description="Embedded teacher: chance of a plausible slip per level (harder levels err more).")
+    verbosity: Literal["compact", "normal", "long"] = Field('normal', description="Embedded teacher: how much prose around the steps (every token costs CPU time).")
+    repeat_rate: float = Field(0.02, ge=0, le=1, description="Embedded teacher: share of looping traces (gives the repetition tagger something to find).")
+    checkpoint: str | None = Field(None, description="Local teacher: checkpoint path or hub id.")
+    base_url: str | None = Field(None, description="Endpoint teacher: server URL, e.g. http://localhost:8000/v1.")
+    model: str | None = Field(None, description="Endpoint teacher: served model name, e.g. deepseek-ai/DeepSeek-R1.")
+    api_key_env: str = Field('OPENAI_API_KEY', description="Endpoint teacher: environment variable holding the API key (never put keys in params).")
+    max_concurrency: int = Field(8, ge=1, description="Endpoint teacher: requests in flight at once.")
+    timeout_s: float = Field(600, gt=0, description="Endpoint teacher: seconds per request before it is retried.")
+    max_retries: int = Field(4, ge=0, description="Endpoint teacher: retries per request, with exponential backoff.")
+    temperature: float = Field(0.6, ge=0, description="Local/endpoint teacher sampling temperature (paper: 0.6).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Local/endpoint teacher nucleus mass.")
+    max_tokens: int = Field(32768, ge=1, description="Local/endpoint teacher: longest rollout in tokens.")
+    shard_size: int = Field(256, ge=1, description="Problems per Parquet shard (a killed run resumes at shard granularity).")
 
     @field_validator("error_rate")
     @classmethod
@@ -124,36 +124,36 @@ class Teacher(Section):
 
 
 class Tagging(Section):
-    tagger: Literal["rule", "llm"] = Field(
+    tagger: Literal["rule", "llm"] = Field('rule', 
         description="'rule': RuleTagger (synthetic problems, scored against the generator); 'llm': LLMTagger through the teacher.")
-    decontaminate_against: list[str] = Field(
+    decontaminate_against: list[str] = Field(['synthetic'], 
         description="Evaluation sets whose problems are removed from training (n-gram overlap); must cover eval.benchmarks.")
-    ngram: int = Field(ge=1, description="n of the word n-grams compared (13 is the common choice for real text).")
-    threshold: float = Field(ge=0, le=1, description="Share of a problem's n-grams found in a real eval set that marks it contaminated (0: any shared n-gram).")
-    synthetic_threshold: float = Field(ge=0, le=1, description="Same for the synthetic test set, whose problems share templates: 1.0 removes exact copies only.")
+    ngram: int = Field(13, ge=1, description="n of the word n-grams compared (13 is the common choice for real text).")
+    threshold: float = Field(0.0, ge=0, le=1, description="Share of a problem's n-grams found in a real eval set that marks it contaminated (0: any shared n-gram).")
+    synthetic_threshold: float = Field(1.0, ge=0, le=1, description="Same for the synthetic test set, whose problems share templates: 1.0 removes exact copies only.")
 
 
 class Subsets(Section):
-    midtrain_max_per_problem: int | None = Field(ge=1, description="Mid-training: at most this many correct rollouts per problem; null for all.")
-    sft_n_problems: int = Field(ge=1, description="SFT: problems in the compact high-quality subset.")
-    sft_per_problem: int = Field(ge=1, description="SFT: distinct correct rollouts per problem.")
-    sft_balance: Literal["difficulty", "domain", "none"] = Field(description="SFT: balance the subset over this tag.")
-    rl_n_problems: int | None = Field(ge=1, description="RL prompt pool size (problems not used for SFT first); null for all.")
+    midtrain_max_per_problem: int | None = Field(None, ge=1, description="Mid-training: at most this many correct rollouts per problem; null for all.")
+    sft_n_problems: int = Field(400, ge=1, description="SFT: problems in the compact high-quality subset.")
+    sft_per_problem: int = Field(1, ge=1, description="SFT: distinct correct rollouts per problem.")
+    sft_balance: Literal["difficulty", "domain", "none"] = Field('difficulty', description="SFT: balance the subset over this tag.")
+    rl_n_problems: int | None = Field(400, ge=1, description="RL prompt pool size (problems not used for SFT first); null for all.")
 
 
 class Model(Section):
-    init: str = Field(description="'scratch' trains a tokenizer and a tiny transformer (the embedded "
+    init: str = Field('scratch', description="'scratch' trains a tokenizer and a tiny transformer (the embedded "
                       "default); otherwise a hub id or local path of a causal LM to start from.")
-    architecture: Literal["llama", "qwen2"] = Field(description="transformers architecture for 'scratch'.")
-    hidden_size: int = Field(ge=8, description="Width of the scratch model.")
-    num_layers: int = Field(ge=1, description="Decoder layers of the scratch model.")
-    num_heads: int = Field(ge=1, description="Attention heads (must divide hidden_size).")
-    num_kv_heads: int = Field(ge=1, description="Key/value heads for grouped-query attention (divides num_heads).")
-    intermediate_size: int = Field(ge=8, description="MLP width of the scratch model.")
-    max_position_embeddings: int = Field(ge=64, description="Longest sequence the scratch model supports.")
-    vocab_size: int = Field(ge=64, description="Target vocabulary of the tokenizer trained from scratch (number tokens included).")
-    number_tokens: int = Field(ge=0, description="Scratch tokenizer: every integer 0..N is one token (with and without a leading space), longer digit runs are cut in groups of three as in o200k; 0 means one token per digit (LOG.md, whole-number tokens).")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    architecture: Literal["llama", "qwen2"] = Field('llama', description="transformers architecture for 'scratch'.")
+    hidden_size: int = Field(128, ge=8, description="Width of the scratch model.")
+    num_layers: int = Field(4, ge=1, description="Decoder layers of the scratch model.")
+    num_heads: int = Field(4, ge=1, description="Attention heads (must divide hidden_size).")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads for grouped-query attention (divides num_heads).")
+    intermediate_size: int = Field(512, ge=8, description="MLP width of the scratch model.")
+    max_position_embeddings: int = Field(1024, ge=64, description="Longest sequence the scratch model supports.")
+    vocab_size: int = Field(1024, ge=64, description="Target vocabulary of the tokenizer trained from scratch (number tokens included).")
+    number_tokens: int = Field(0, ge=0, description="Scratch tokenizer: every integer 0..N is one token (with and without a leading space), longer digit runs are cut in groups of three as in o200k; 0 means one token per digit (LOG.md, whole-number tokens).")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field('auto', 
         description="Training precision of every stage (bf16 means autocast; weights stay fp32): 'auto' is bf16 on CUDA and float32 on CPU. 'bfloat16' on a CPU with native bf16 (avx512_bf16/AMX) trains tiny 1.7x faster but scored lower (LOG.md); without native bf16 it is ~3x slower.")
 
     @model_validator(mode="after")
@@ -167,62 +167,60 @@ class Model(Section):
 
 class Train(Section):
     """Optimisation settings shared by every training stage (one class, not copies per stage)."""
-    lr: float = Field(gt=0, le=1, description="Peak learning rate (reached after the warmup).")
-    lr_scheduler: Literal["cosine", "constant_with_warmup", "linear"] = Field(
+    lr: float = Field(0.002, gt=0, le=1, description="Peak learning rate (reached after the warmup).")
+    lr_scheduler: Literal["cosine", "constant_with_warmup", "linear"] = Field('cosine', 
         description="After the warmup: cosine or linear decay to zero over the stage, or constant (a stage that a "
         "later stage continues at the same rate and anneals, as warmup-stable-decay pipelines do).")
-    epochs: float = Field(gt=0, description="Passes over the stage's data (ignored when max_steps > 0).")
-    max_steps: int = Field(ge=-1, description="Stop after this many optimizer steps; -1 means: use epochs.")
-    batch_size: int = Field(ge=1, description="Sequences per device per micro-batch.")
-    grad_accum: int = Field(ge=1, description="Micro-batches per optimizer step (the paper's batch of 128 is batch_size x grad_accum x devices).")
-    warmup_ratio: float = Field(ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
-    max_length: int = Field(ge=16, description="Longest training sequence in tokens (longer ones are truncated and counted).")
-    checkpoint_every: int = Field(ge=0, description="Save a resumable checkpoint every this many optimizer steps; 0 for none.")
-    accelerate_config: str | None = Field(
+    epochs: float = Field(1, gt=0, description="Passes over the stage's data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps; -1 means: use epochs.")
+    batch_size: int = Field(64, ge=1, description="Sequences per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (the paper's batch of 128 is batch_size x grad_accum x devices).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    max_length: int = Field(512, ge=16, description="Longest training sequence in tokens (longer ones are truncated and counted).")
+    checkpoint_every: int = Field(50, ge=0, description="Save a resumable checkpoint every this many optimizer steps; 0 for none.")
+    accelerate_config: str | None = Field(None, 
         description="null trains in the notebook's process; a path such as configs/accelerate_zero3_8gpu.yaml "
-        "runs the same training under accelerate launch (python -m lib.train), on several processes/GPUs.")
-    use_unsloth: bool = Field(description="Load the model through unsloth when it is installed and a GPU is present; skipped otherwise.")
+        "runs the same training under accelerate launch (python -m lib.launch), on several processes/GPUs.")
+    eval_problems: int = Field(200, ge=1, description="Held-out test problems for the stage's own measurement "
+                               "(greedy accuracy and EOS rate; RL: the problems tracked with pass@1 and cons@k).")
+    use_unsloth: bool = Field(False, description="Load the model through unsloth when it is installed and a GPU is present; skipped otherwise.")
 
 
 class BasePretrain(Train):
-    n_problems: int = Field(ge=1, description="Problems with direct answers (no reasoning) used to pretrain the scratch base.")
-    eval_problems: int = Field(ge=1, description="Held-out problems for the base model's quick greedy accuracy.")
+    n_problems: int = Field(6000, ge=1, description="Problems with direct answers (no reasoning) used to pretrain the scratch base.")
 
 
 class MidTrain(Train):
-    packing: bool = Field(description="Pack several examples per sequence (block-diagonal attention, lib/packing.py).")
-    keep_eos: bool = Field(
+    packing: bool = Field(True, description="Pack several examples per sequence (block-diagonal attention, lib/packing.py).")
+    keep_eos: bool = Field(True, 
         description="Keep each packed example's closing EOS token, and so its loss (the recipe, as TRL's packing). false "
         "drops it, as packing pipelines that join raw texts do: an ablation in which mid-training never shows where "
         "an answer ends, so SFT (unpacked) has to teach the stop - the paper's reason for SFT without packing.")
-    eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy.")
 
 
 class SFT(Train):
-    init_from: Literal["mid_train", "base"] = Field(
+    init_from: Literal["mid_train", "base"] = Field('mid_train', 
         description="Start from the mid-trained model (the recipe) or straight from the base (the paper's "
         "LIMO/s1K ablation: SFT on a small set without mid-training).")
-    ablation_from_base: bool = Field(
+    ablation_from_base: bool = Field(True, 
         description="Also train the same SFT straight from the base (no mid-training), saved as model_from_base "
         "and evaluated by 07 as the paper's LIMO/s1K negative result.")
-    eval_problems: int = Field(ge=1, description="Held-out problems for the stage's quick greedy accuracy and EOS rate.")
 
 
 class DPO(Train):
-    source: Literal["teacher", "on_policy", "both"] = Field(
+    source: Literal["teacher", "on_policy", "both"] = Field('teacher', 
         description="Where pairs come from: the teacher's rollouts (the paper: the rejected ones stages 1-2 "
         "discarded), fresh samples of the SFT model, or both.")
-    beta: float = Field(gt=0, description="DPO temperature: how far the policy may move from the SFT reference (default 0.1).")
-    pairs_per_problem: int = Field(ge=1, description="Distinct (correct, incorrect) pairs per problem.")
-    length_match: bool = Field(description="Pair each correct rollout with the incorrect one closest in length (so DPO learns correctness, not length).")
-    balance_difficulty: bool = Field(description="Down-sample pairs to the same count per difficulty tag.")
-    on_policy_samples: int = Field(ge=1, description="Samples per problem from the SFT model for the on-policy source.")
-    on_policy_temperature: float = Field(gt=0, description="Sampling temperature of the on-policy rollouts.")
-    on_policy_problems: int | None = Field(
+    beta: float = Field(0.1, gt=0, description="DPO temperature: how far the policy may move from the SFT reference (default 0.1).")
+    pairs_per_problem: int = Field(2, ge=1, description="Distinct (correct, incorrect) pairs per problem.")
+    length_match: bool = Field(True, description="Pair each correct rollout with the incorrect one closest in length (so DPO learns correctness, not length).")
+    balance_difficulty: bool = Field(False, description="Down-sample pairs to the same count per difficulty tag.")
+    on_policy_samples: int = Field(4, ge=1, description="Samples per problem from the SFT model for the on-policy source.")
+    on_policy_temperature: float = Field(1.0, gt=0, description="Sampling temperature of the on-policy rollouts.")
+    on_policy_problems: int | None = Field(None, 
         ge=1, description="Sample only this many problems of the DPO source (a seeded draw) for on-policy pairs; "
         "null samples every problem.")
-    heldout_share: float = Field(ge=0, lt=1, description="Share of problems whose pairs are held out to measure preference accuracy.")
-    eval_problems: int = Field(ge=1, description="Held-out test problems for the stage's quick greedy accuracy.")
+    heldout_share: float = Field(0.1, ge=0, lt=1, description="Share of problems whose pairs are held out to measure preference accuracy.")
 
 
 RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -233,40 +231,39 @@ class RL(Train):
 
     ``max_length`` is the completion budget (GRPO's max_completion_length) and ``batch_size``
     counts completions per micro-batch (a multiple of ``num_generations``)."""
-    init_from: Literal["dpo", "sft"] = Field(description="Start from the rollout-DPO model (the recipe) or the SFT model.")
-    num_generations: int = Field(ge=2, description="Group size G: completions sampled per prompt (Phi-4-reasoning: 8).")
-    loss_type: Literal[RL_LOSS_TYPES] = Field(  # type: ignore[valid-type]
+    init_from: Literal["dpo", "sft"] = Field('dpo', description="Start from the rollout-DPO model (the recipe) or the SFT model.")
+    num_generations: int = Field(8, ge=2, description="Group size G: completions sampled per prompt (Phi-4-reasoning: 8).")
+    loss_type: Literal[RL_LOSS_TYPES] = Field('grpo',   # type: ignore[valid-type]
         description="TRL GRPO loss: grpo, dr_grpo, dapo (DAPO's token-level loss), bnpo, cispo or sapo.")
-    beta: float = Field(ge=0, description="KL coefficient against the starting model (0 means no reference model).")
-    scale_rewards: Literal["group", "batch", "none"] = Field(
+    beta: float = Field(0.001, ge=0, description="KL coefficient against the starting model (0 means no reference model).")
+    scale_rewards: Literal["group", "batch", "none"] = Field('group', 
         description="Advantage scaling: divide by the group's reward std, the batch's, or not at all.")
-    unverifiable_reward: float = Field(
+    unverifiable_reward: float = Field(-1.0, 
         description="Reward of an answer the checker cannot decide (no boxed answer, parse failure, timeout); counted.")
-    prompt_optimization: bool = Field(
+    prompt_optimization: bool = Field(True, 
         description="Trick 1: keep only prompts whose sampled response lengths are relatively uniform.")
-    probe_samples: int = Field(ge=2, description="Samples per candidate prompt from the starting model (for tricks 1 and 2).")
-    probe_temperature: float = Field(gt=0, description="Sampling temperature of the probe samples.")
-    max_length_cv: float = Field(gt=0, description="Trick 1: keep a prompt when std/mean of its response lengths is at most this.")
-    rebalance: bool = Field(
+    probe_samples: int = Field(8, ge=2, description="Samples per candidate prompt from the starting model (for tricks 1 and 2).")
+    probe_temperature: float = Field(1.0, gt=0, description="Sampling temperature of the probe samples.")
+    max_length_cv: float = Field(0.5, gt=0, description="Trick 1: keep a prompt when std/mean of its response lengths is at most this.")
+    rebalance: bool = Field(True, 
         description="Trick 2: pass-rate filter and hard-problem oversampling of prompts, and balanced groups in "
         "training (all correct completions + as many random incorrect ones; all-equal groups give no gradient).")
-    max_pass_rate: float = Field(ge=0, le=1, description="Trick 2: drop prompts whose probe pass rate is above this (paper: 0.5).")
-    drop_unsolved: bool = Field(description="Trick 2: also drop prompts with no correct probe sample.")
-    hard_below: float = Field(ge=0, le=1, description="Trick 2: a prompt with a probe pass rate below this counts as hard.")
-    oversample_hard: int = Field(ge=1, description="Trick 2: hard prompts appear this many times in the RL prompt set.")
-    temperature_annealing: bool = Field(
+    max_pass_rate: float = Field(0.5, ge=0, le=1, description="Trick 2: drop prompts whose probe pass rate is above this (paper: 0.5).")
+    drop_unsolved: bool = Field(True, description="Trick 2: also drop prompts with no correct probe sample.")
+    hard_below: float = Field(0.25, ge=0, le=1, description="Trick 2: a prompt with a probe pass rate below this counts as hard.")
+    oversample_hard: int = Field(2, ge=1, description="Trick 2: hard prompts appear this many times in the RL prompt set.")
+    temperature_annealing: bool = Field(True, 
         description="Trick 3: anneal the sampling (and log-probability) temperature from start to end.")
-    temperature_start: float = Field(gt=0, description="Sampling temperature at step 0 (paper: 1.0); plain GRPO keeps it.")
-    temperature_end: float = Field(gt=0, description="Temperature after annealing (paper: 0.6).")
-    anneal_fraction: float = Field(ge=0, le=1, description="Share of the steps over which the temperature falls linearly (paper: 0.5).")
-    compare_plain: bool = Field(description="Also run plain GRPO (no tricks, constant start temperature) with the same seed and budget.")
-    eval_set: str = Field(description="Set tracked during RL, as in eval.benchmarks: 'synthetic', a preset (the paper: aime24) or a .jsonl path.")
-    eval_temperature: float = Field(gt=0, description="Sampling temperature of the tracked samples (paper's evaluation: 0.6).")
-    eval_top_p: float = Field(gt=0, le=1, description="Nucleus mass of the tracked samples (paper's evaluation: 0.95).")
-    eval_every: int = Field(ge=1, description="Track held-out pass@1 and cons@k every this many steps.")
-    eval_problems: int = Field(ge=1, description="Held-out test problems tracked during RL.")
-    eval_samples: int = Field(ge=1, description="Samples per tracked problem: cons@k with k equal to this (paper: 16).")
-    use_vllm: bool = Field(description="Generate rollouts with vLLM (colocated) when installed and a GPU is present.")
+    temperature_start: float = Field(1.0, gt=0, description="Sampling temperature at step 0 (paper: 1.0); plain GRPO keeps it.")
+    temperature_end: float = Field(0.6, gt=0, description="Temperature after annealing (paper: 0.6).")
+    anneal_fraction: float = Field(0.5, ge=0, le=1, description="Share of the steps over which the temperature falls linearly (paper: 0.5).")
+    compare_plain: bool = Field(True, description="Also run plain GRPO (no tricks, constant start temperature) with the same seed and budget.")
+    eval_set: str = Field('synthetic', description="Set tracked during RL, as in eval.benchmarks: 'synthetic', a preset (the paper: aime24) or a .jsonl path.")
+    eval_temperature: float = Field(0.6, gt=0, description="Sampling temperature of the tracked samples (paper's evaluation: 0.6).")
+    eval_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass of the tracked samples (paper's evaluation: 0.95).")
+    eval_every: int = Field(10, ge=1, description="Track held-out pass@1 and cons@k every this many steps.")
+    eval_samples: int = Field(16, ge=1, description="Samples per tracked problem: cons@k with k equal to this (paper: 16).")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM (colocated) when installed and a GPU is present.")
 
     @model_validator(mode="after")
     def _check(self):
@@ -277,17 +274,17 @@ class RL(Train):
 
 
 class Eval(Section):
-    benchmarks: list[str] = Field(min_length=1, description="Evaluation sets: 'synthetic' (held-out generator "
-                                  "problems), a preset of lib.benchmarks.PRESETS (hub, e.g. math500), or a .jsonl path "
+    benchmarks: list[str] = Field(['synthetic'], min_length=1, description="Evaluation sets: 'synthetic' (held-out generator "
+                                  "problems), a preset of lib.eval_sets.PRESETS (hub, e.g. math500), or a .jsonl path "
                                   "with id, problem, answer.")
-    limit: int | None = Field(ge=1, description="Evaluate at most this many problems of each non-synthetic set; null for all.")
-    n_runs: int = Field(ge=1, description="Independent sampling runs averaged for pass@1 (paper: 3).")
-    n_samples: int = Field(ge=1, description="Samples per problem (at least n_runs): pass@k and cons@k for every k up to it.")
-    temperature: float = Field(ge=0, description="Sampling temperature (paper: 0.6; 0 means greedy).")
-    top_p: float = Field(gt=0, le=1, description="Nucleus sampling mass (paper: 0.95).")
-    max_new_tokens: int = Field(ge=1, description="Generation budget per answer (paper: 32K).")
-    batch_size: int = Field(ge=1, description="Prompts generated together.")
-    use_vllm: bool = Field(description="Generate with vLLM when it is installed and a GPU is present (real scale).")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many problems of each non-synthetic set; null for all.")
+    n_runs: int = Field(3, ge=1, description="Independent sampling runs averaged for pass@1 (paper: 3).")
+    n_samples: int = Field(8, ge=1, description="Samples per problem (at least n_runs): pass@k and cons@k for every k up to it.")
+    temperature: float = Field(0.6, ge=0, description="Sampling temperature (paper: 0.6; 0 means greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass (paper: 0.95).")
+    max_new_tokens: int = Field(384, ge=1, description="Generation budget per answer (paper: 32K).")
+    batch_size: int = Field(64, ge=1, description="Prompts generated together.")
+    use_vllm: bool = Field(False, description="Generate with vLLM when it is installed and a GPU is present (real scale).")
 
     @model_validator(mode="after")
     def _check(self):
@@ -297,12 +294,25 @@ class Eval(Section):
 
 
 class Verify(Section):
-    workers: int = Field(ge=0, description="Checker worker processes (0 checks in-process; math-verify's "
+    workers: int = Field(2, ge=0, description="Checker worker processes (0 checks in-process; math-verify's "
                          "timeouts need processes, not threads).")
-    timeout_s: float = Field(gt=0, description="Deadline per answer check in seconds (hung checks are killed).")
-    second_opinion: Literal["rule", "llm", "none"] = Field(
+    timeout_s: float = Field(5.0, gt=0, description="Deadline per answer check in seconds (hung checks are killed).")
+    second_opinion: Literal["rule", "llm", "none"] = Field('rule', 
         description="Re-check answers math-verify rejects: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125), "
-        "'llm' (an LLM judge through the teacher backend, as the paper's GPT-4o-mini) or 'none'.")
+        "'llm' (an LLM judge at judge_base_url, as the paper's GPT-4o-mini) or 'none'.")
+    judge_base_url: str | None = Field(None, description="LLM judge (second_opinion 'llm'): URL of an OpenAI-compatible "
+                                       "server, e.g. http://localhost:8001/v1; its own keys, so no stage needs the teacher's.")
+    judge_model: str | None = Field(None, description="LLM judge: served model name (the paper: GPT-4o-mini).")
+    judge_api_key_env: str = Field("OPENAI_API_KEY", description="LLM judge: environment variable holding the API key.")
+    judge_max_concurrency: int = Field(8, ge=1, description="LLM judge: requests in flight at once.")
+    judge_timeout_s: float = Field(60.0, gt=0, description="LLM judge: seconds per request before it is retried.")
+    judge_max_retries: int = Field(4, ge=0, description="LLM judge: retries per request, with exponential backoff.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.second_opinion == "llm" and not (self.judge_base_url and self.judge_model):
+            raise ValueError("second_opinion 'llm' needs 'judge_base_url' and 'judge_model' (an OpenAI-compatible judge)")
+        return self
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -325,22 +335,24 @@ SECTIONS: dict[str, type[Section]] = {
 class Params(BaseModel):
     """The whole validated parameter set (one attribute per section)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
-    run: Run
-    problems: Problems
-    model: Model
-    base_pretrain: BasePretrain
-    mid_train: MidTrain
-    sft: SFT
-    dpo: DPO
-    rl: RL
-    eval: Eval
-    verify: Verify
-    teacher: Teacher
-    tagging: Tagging
-    subsets: Subsets
+    run: Run = Field(default_factory=Run)
+    problems: Problems = Field(default_factory=Problems)
+    model: Model = Field(default_factory=Model)
+    base_pretrain: BasePretrain = Field(default_factory=BasePretrain)
+    mid_train: MidTrain = Field(default_factory=MidTrain)
+    sft: SFT = Field(default_factory=SFT)
+    dpo: DPO = Field(default_factory=DPO)
+    rl: RL = Field(default_factory=RL)
+    eval: Eval = Field(default_factory=Eval)
+    verify: Verify = Field(default_factory=Verify)
+    teacher: Teacher = Field(default_factory=Teacher)
+    tagging: Tagging = Field(default_factory=Tagging)
+    subsets: Subsets = Field(default_factory=Subsets)
 
     @model_validator(mode="after")
-    def _decontaminated(self):
+    def _decontaminated(self, info: ValidationInfo):
+        if (info.context or {}).get("stage_only"):  # a notebook holds its own sections only; the runner checked the rest
+            return self
         for key, sets in (("eval.benchmarks", self.eval.benchmarks), ("rl.eval_set", [self.rl.eval_set])):
             missing = [b for b in sets if b not in self.tagging.decontaminate_against]
             if missing:
@@ -351,8 +363,16 @@ class Params(BaseModel):
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump()
 
-    def hash(self, sections: list[str] | tuple[str, ...] | None = None) -> str:
-        return params_hash({s: self.section(s) for s in (sections or SECTIONS)})
+    def subset(self, reads: list[str] | tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """The values a stage reads: ``reads`` names whole sections (``"verify"``) or single keys
+        (``"model.dtype"``); None means everything."""
+        out: dict[str, dict[str, Any]] = {}
+        for section, key in keys_of(reads or tuple(SECTIONS)):
+            out.setdefault(section, {})[key] = getattr(getattr(self, section), key)
+        return out
+
+    def hash(self, reads: list[str] | tuple[str, ...] | None = None) -> str:
+        return params_hash(self.subset(reads))
 
 
 def params_hash(obj: Any) -> str:
@@ -437,10 +457,12 @@ def _explain(err: ValidationError, origin: dict, chain: str) -> list[str]:
     return lines
 
 
-def validate(merged: dict, origin: dict | None = None, chain: str = "<parameters>") -> Params:
-    """Validate a merged ``section -> key -> value`` mapping; raise ParamsError listing every problem."""
+def validate(merged: dict, origin: dict | None = None, chain: str = "<parameters>", stage_only: bool = False) -> Params:
+    """Validate a merged ``section -> key -> value`` mapping; raise ParamsError listing every problem.
+
+    ``stage_only`` skips the rules across sections (a notebook receives only what its stage reads)."""
     try:
-        return Params.model_validate(merged)
+        return Params.model_validate(merged, context={"stage_only": stage_only})
     except ValidationError as e:
         raise ParamsError("invalid parameters:\n  - " + "\n  - ".join(_explain(e, origin or {}, chain))) from None
 
@@ -461,40 +483,50 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Params:
 
 
 # --------------------------------------------------------------------------- notebooks
-def flat_names(sections: list[str] | tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """``{"model_hidden_size": ("model", "hidden_size"), ...}`` for the given sections."""
-    out = {}
-    for s in sections:
-        for k in SECTIONS[s].model_fields:
-            flat = f"{s}_{k}"
-            if flat in out:
-                raise AssertionError(f"flat parameter name collision: {flat}")
-            out[flat] = (s, k)
+def keys_of(reads: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(section, key)`` pairs named by a stage's ``reads``: whole sections or ``section.key`` entries."""
+    out = []
+    for entry in reads:
+        section, _, key = entry.partition(".")
+        if section not in SECTIONS:
+            raise KeyError(f"unknown params section {section!r} in {entry!r}; sections: {', '.join(SECTIONS)}")
+        fields = SECTIONS[section].model_fields
+        if key and key not in fields:
+            raise KeyError(f"unknown params key {entry!r}; keys of {section!r}: {', '.join(fields)}")
+        out += [(section, key)] if key else [(section, k) for k in fields]
     return out
 
 
-def to_flat(params: Params, sections: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """The notebook parameters of a stage that uses ``sections``."""
-    return {flat: params.section(s)[k] for flat, (s, k) in flat_names(sections).items()}
+def flat_names(reads: list[str] | tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """``{"model_hidden_size": ("model", "hidden_size"), ...}`` for what a stage reads."""
+    out = {}
+    for s, k in keys_of(reads):
+        flat = f"{s}_{k}"
+        if flat in out:
+            raise AssertionError(f"flat parameter name collision: {flat}")
+        out[flat] = (s, k)
+    return out
 
 
-def from_flat(namespace: dict[str, Any], sections: list[str] | tuple[str, ...]) -> Params:
-    """Rebuild and validate the stage's sections from a notebook's flat parameters.
+def to_flat(params: Params, reads: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The notebook parameters of a stage that reads ``reads``."""
+    return {flat: params.section(s)[k] for flat, (s, k) in flat_names(reads).items()}
 
-    Sections the stage does not use are taken from ``params/tiny.yaml`` so that the
-    returned object is complete; only the stage's own sections come from ``namespace``.
+
+def from_flat(namespace: dict[str, Any], reads: list[str] | tuple[str, ...]) -> Params:
+    """Rebuild and validate what the stage reads from a notebook's flat parameters.
+
+    Everything the stage does not read keeps its schema default, so the object is complete but
+    carries no other file's values; the rules across sections were checked by the runner when it
+    loaded the params file (a notebook holds only its own keys).
     """
-    from lib.paths import PARAMS_DIR
-
-    missing = [flat for flat in flat_names(sections) if flat not in namespace]
+    missing = [flat for flat in flat_names(reads) if flat not in namespace]
     if missing:
         raise ParamsError(f"notebook parameters missing: {missing}; the parameters cell must define them")
-    merged, _ = _merge(_read_layers(PARAMS_DIR / "tiny.yaml"))
-    for s in sections:
-        merged[s] = {}
-    for flat, (s, k) in flat_names(sections).items():
-        merged[s][k] = namespace[flat]
-    return validate(merged, chain="the notebook's parameters cell")
+    merged: dict[str, dict] = {}
+    for flat, (s, k) in flat_names(reads).items():
+        merged.setdefault(s, {})[k] = namespace[flat]
+    return validate(merged, chain="the notebook's parameters cell", stage_only=True)
 
 
 def describe() -> str:
@@ -508,19 +540,40 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-def parameters_cell(sections: list[str] | tuple[str, ...], values: Params) -> str:
-    """The source of a stage notebook's ``parameters`` cell: one documented line per parameter.
+def _type_name(annotation) -> str:
+    """A type as papermill's parameter parser reads it (no ``|``): ``int``, ``list[str]``, ``Optional[str]``."""
+    args = getattr(annotation, "__args__", None)
+    if args is None:
+        return annotation.__name__
+    text = str(annotation).replace("typing.", "")
+    if text.startswith("Literal["):
+        return "str"
+    if type(None) in args and len(args) == 2:
+        inner = next(a for a in args if a is not type(None))
+        return f"Optional[{_type_name(inner)}]"
+    return text
+
+
+def _short_help(description: str, width: int = 72) -> str:
+    first = description.split(". ")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 3].rstrip() + "..."
+
+
+def parameters_cell(reads: list[str] | tuple[str, ...], values: Params) -> str:
+    """The source of a stage notebook's ``parameters`` cell: ``name: type = value  # short help``
+    for each key the stage reads.
 
     Defaults are the embedded default's (``params/tiny.yaml``) so the notebook runs as is in
     JupyterLab; the runner injects the chosen params file's values below it. Generated by
     ``python -m lib.recipe --sync-notebooks`` and checked by the tests, so it cannot drift.
     """
-    lines = ["# Parameters: defaults = params/tiny.yaml (the embedded default).",
-             "# `python -m lib.recipe PARAMS.yaml` injects the values of the file it runs; the schema and",
-             "# full documentation of every key is lib/params.py (`python -m lib.recipe --describe`)."]
-    for s in sections:
-        lines.append(f"\n# --- {s}")
-        dumped = values.section(s)
-        for key, f in SECTIONS[s].model_fields.items():
-            lines.append(f"{s}_{key} = {dumped[key]!r}  # {f.description}")
+    lines = ["# Parameters (defaults: params/tiny.yaml). `python -m lib.recipe PARAMS.yaml` injects the file's",
+             "# values below; every key's full documentation: `python -m lib.recipe --describe`."]
+    section = None
+    for s, key in keys_of(reads):
+        if s != section:
+            lines.append(f"\n# --- {s}")
+            section = s
+        f = SECTIONS[s].model_fields[key]
+        lines.append(f"{s}_{key}: {_type_name(f.annotation)} = {values.section(s)[key]!r}  # {_short_help(f.description)}")
     return "\n".join(lines)

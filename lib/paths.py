@@ -4,6 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
+LIB_DIR = ROOT / "lib"
 PARAMS_DIR = ROOT / "params"
 
 

@@ -213,10 +213,10 @@ def _normalize(item: Any, field_map: Mapping[str, str]) -> ProblemRow:
                      _text(_field(item, "difficulty", field_map), "difficulty", False),
                      _traces(_field(item, "trace", field_map)), PromptItem(pid, problem, level))
     if all(k in item for k in ("domain", "level", "spec")):  # a lib.problems row: the embedded teacher can use it
-        from lib.teachers import _as_problem
+        from lib.teachers import as_problem
 
         try:
-            row = replace(row, source=_as_problem(item))
+            row = replace(row, source=as_problem(item))
         except Exception as e:  # noqa: BLE001 - a broken spec is a malformed row
             raise RowError(f"synthetic problem row does not rebuild from its spec ({type(e).__name__}: {e})") from None
     return row

@@ -20,6 +20,7 @@ import datasets
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from lib.packing import packed_trainer
 from lib.params import Train
 
 
@@ -116,45 +117,26 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
     return run_trainer(trainer, resume)
 
 
+def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = True, callbacks=None, *,
+               mask=None, keep_eos: bool = True) -> dict:
+    """Train on prompt-completion rows, packed (:func:`lib.packing.packed_trainer`); the statistics
+    of :func:`fit_sft`, plus ``packing`` (:class:`lib.packing.PackStats`, truncated examples counted).
+
+    ``tokens_seen`` counts real (non-pad) tokens. Packing is deterministic, so a resumed run
+    sees the same rows.
+    """
+    trainer, stats = packed_trainer(model, tokenizer, rows, cfg, callbacks, mask=mask, keep_eos=keep_eos)
+    return {**run_trainer(trainer, resume), "packing": stats.as_dict()}
+
+
 def fit(model, tokenizer, rows: list[dict], cfg: SFTConfig, packing: bool = False, resume: bool = True,
         keep_eos: bool = True) -> dict:
-    """Padded (:func:`fit_sft`) or packed (:func:`lib.packing.fit_packed`) training, same statistics.
+    """Padded (:func:`fit_sft`) or packed (:func:`fit_packed`) training, same statistics.
 
     ``keep_eos=False`` (packed only) drops each example's closing EOS: the ``mid_train.keep_eos`` ablation.
     """
     if packing:
-        from lib.packing import fit_packed
-
         return fit_packed(model, tokenizer, rows, cfg, keep_eos=keep_eos)
     if not keep_eos:
         raise ValueError("keep_eos=False is an ablation of packed training; padded training always keeps the EOS")
     return fit_sft(model, tokenizer, rows, cfg, resume=resume)
-
-
-def train_stage(start_checkpoint, rows: list[dict], section, out_dir, *, device, seed: int,
-                packing: bool = False, dtype: str = "auto"):
-    """A training stage's work, in process or under ``accelerate launch`` (``section.accelerate_config``).
-
-    ``dtype`` is params ``model.dtype`` (:func:`lib.model.train_dtype`).
-
-    Returns ``(model, tokenizer, stats)`` with the trained model loaded on ``device``.
-    Checkpoints go to ``out_dir/trainer`` (a rerun resumes from the newest).
-    """
-    from lib import model as modellib
-
-    if section.accelerate_config:
-        from lib import train
-        from lib.paths import resolve
-
-        stats = train.launch(start_checkpoint, rows, section, seed, out_dir, packing=packing, dtype=dtype,
-                             accelerate_config=str(resolve(section.accelerate_config)))
-        model, tokenizer = modellib.load(Path(out_dir) / "model", device=device)
-        stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
-        return model, tokenizer, stats
-    model, tokenizer, backend = modellib.load_for_training(start_checkpoint, device, section.use_unsloth,
-                                                           max_seq_length=section.max_length)
-    cfg = sft_config(section, Path(out_dir) / "trainer", device=device,
-                     dtype=modellib.train_dtype(dtype, device), seed=seed)
-    stats = fit(model, tokenizer, rows, cfg, packing=packing, keep_eos=getattr(section, "keep_eos", True))
-    stats["backend"] = backend
-    return model, tokenizer, stats

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from lib import chat, problems, train
+from lib import chat, launch, problems
 from lib import model as modellib
 from lib.paths import ROOT
 
@@ -17,8 +16,8 @@ def test_two_processes_match_one(smoke_params, tiny_model, tiny_tokenizer, tmp_p
     rows = [chat.conversation(p.problem, problems.cot_solution(p)) for p in problems.generate(32, seed=2)]
     one_proc = smoke_params.sft.model_copy(update={"max_steps": 3, "batch_size": 8, "checkpoint_every": 0, "lr": 5e-3})
     two_proc = one_proc.model_copy(update={"batch_size": 4})  # same global batch of 8
-    single = train.launch(base, rows, one_proc, 0, tmp_path / "one")
-    double = train.launch(base, rows, two_proc, 0, tmp_path / "two",
+    single = launch.launch(base, rows, one_proc, 0, tmp_path / "one")
+    double = launch.launch(base, rows, two_proc, 0, tmp_path / "two",
                           accelerate_config=ROOT / "configs" / "accelerate_cpu_2proc.yaml")
     assert single["world_size"] == 1 and double["world_size"] == 2
     assert double["steps"] == single["steps"] == 3

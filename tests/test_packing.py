@@ -248,6 +248,7 @@ def test_packed_gradients_equal_padded(model_and_examples, tiny_tokenizer):
 
 # --------------------------------------------------------------------------- training
 def test_fit_packed_trains_and_counts_real_tokens(tiny_tokenizer, smoke_params, tmp_path):
+    from lib import training
     from lib.training import sft_config
 
     torch.manual_seed(0)
@@ -255,7 +256,7 @@ def test_fit_packed_trains_and_counts_real_tokens(tiny_tokenizer, smoke_params, 
     cfg = sft_config(smoke_params.base_pretrain, tmp_path, device=torch.device("cpu"), dtype=torch.float32,
                      seed=0, max_length=256, per_device_train_batch_size=4, num_train_epochs=3,
                      learning_rate=3e-3, warmup_steps=0.0, logging_steps=1)
-    stats = packing.fit_packed(model, tiny_tokenizer, _rows(48), cfg)
+    stats = training.fit_packed(model, tiny_tokenizer, _rows(48), cfg)
     assert {"steps", "train_loss", "final_loss", "tokens_seen", "tokens_per_s", "train_seconds",
             "curve", "packing"} <= stats.keys()
     p = stats["packing"]

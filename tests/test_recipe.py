@@ -24,6 +24,7 @@ def fake_stages(monkeypatch, tmp_path):
     monkeypatch.setattr(stages, "STAGES", FAKE)
     monkeypatch.setattr(stages, "BY_NAME", {s.name: s for s in FAKE})
     monkeypatch.setattr(artifacts, "notebook_hash", lambda name: "code-" + name)
+    monkeypatch.setattr(artifacts, "lib_hash", lambda name: "lib-" + name)
     return lambda *overrides: P.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *overrides])
 
 
@@ -181,3 +182,27 @@ def test_smoke_run_skip_and_failure(tmp_path):
     assert r.returncode == 1
     assert "✗ 00_base_model failed" in r.stderr and str(stage / "00_base_model.ipynb") in r.stderr
     assert not (stage / "manifest.json").exists()  # a failed stage never looks complete
+
+
+def test_a_library_change_reruns_the_stages_that_import_it(tmp_path):
+    """The fingerprint hashes the source of every lib module a stage's notebook imports (through
+    other lib modules too), so editing lib/rl.py reruns 06 but not 01; lib/verify.py reaches both."""
+    import shutil
+
+    lib_copy = tmp_path / "lib"
+    shutil.copytree(artifacts.LIB_DIR, lib_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {s: artifacts.lib_hash(s, lib_copy) for s in ("01_generate_data", "06_rl")}
+    assert before == {s: artifacts.lib_hash(s) for s in before}  # same sources, same hash
+
+    with (lib_copy / "rl.py").open("a") as f:
+        f.write("\n# an edit\n")
+    after_rl = {s: artifacts.lib_hash(s, lib_copy) for s in before}
+    assert after_rl["06_rl"] != before["06_rl"]
+    assert after_rl["01_generate_data"] == before["01_generate_data"]  # 01 never imports lib.rl
+
+    with (lib_copy / "teachers" / "endpoint.py").open("a") as f:  # a package's module, imported via __init__
+        f.write("\n# an edit\n")
+    after_ep = {s: artifacts.lib_hash(s, lib_copy) for s in before}
+    assert after_ep["01_generate_data"] != after_rl["01_generate_data"]
+    closure = {f.name for f in artifacts.lib_closure(["from lib import rl"], lib_copy)}
+    assert {"rl.py", "training.py", "evaluation.py", "verify.py"} <= closure and "tagging.py" not in closure

@@ -369,7 +369,7 @@ def test_local_model_teacher(tiny_model, tiny_tokenizer, tmp_path):
     from lib.model import save
 
     save(tiny_model, tiny_tokenizer, tmp_path / "ckpt")
-    t = T.make_teacher("local", checkpoint_path=tmp_path / "ckpt", max_new_tokens=6, batch_size=4)
+    t = T.LocalModelTeacher(tmp_path / "ckpt", max_new_tokens=6, batch_size=4)
     rows = t.generate(P.generate(2, seed=1), 3, seed=0)
     assert [len(r) for r in rows] == [3, 3]
     for r in (r for row in rows for r in row):
@@ -378,14 +378,24 @@ def test_local_model_teacher(tiny_model, tiny_tokenizer, tmp_path):
     assert isinstance(t.complete("What is 2 + 2?"), str)
 
 
-def test_make_teacher():
-    assert isinstance(T.make_teacher("embedded", verbosity="compact"), T.EmbeddedTeacher)
-    assert isinstance(T.make_teacher("embedded"), T.Teacher)
-    with pytest.raises(ValueError, match="unknown teacher kind 'r1'.*embedded"):
-        T.make_teacher("r1")
-    with pytest.raises(ValueError, match="unknown argument\\(s\\) \\['temprature'\\]"):
-        T.make_teacher("endpoint", base_url="http://x/v1", model="m", temprature=0.6)
+def test_from_params_builds_each_kind():
+    """The one factory: params section ``teacher`` -> the teacher of its kind, settings carried over."""
+    from lib.params import Teacher as TeacherParams
 
+    base = TeacherParams.model_validate({})
+    emb = T.from_params(base.model_copy(update={"kind": "embedded", "verbosity": "compact"}), seed=3)
+    assert isinstance(emb, T.EmbeddedTeacher) and isinstance(emb, T.Teacher)
+    assert (emb.verbosity, emb.seed) == ("compact", 3)
+    loc = T.from_params(base.model_copy(update={"kind": "local", "checkpoint": "ckpt", "temperature": 0.3}), seed=0)
+    assert isinstance(loc, T.LocalModelTeacher) and loc.temperature == 0.3 and loc.checkpoint_path == "ckpt"
+    ep = T.from_params(base.model_copy(update={"kind": "endpoint", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                               "max_concurrency": 3}), seed=0)
+    try:
+        assert isinstance(ep, T.EndpointTeacher) and ep.max_concurrency == 3 and ep.model == "m"
+    finally:
+        ep.close()
+    with pytest.raises(ValueError, match="unknown teacher kind 'r1'.*embedded"):
+        T.from_params(base.model_copy(update={"kind": "r1"}), seed=0)
 
 
 def test_every_slip_resolves_or_is_refused():

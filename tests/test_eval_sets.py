@@ -1,4 +1,4 @@
-"""lib.benchmarks: local JSONL loading, Hub-style loading from local files, presets, and the
+"""lib.eval_sets: local JSONL loading, Hub-style loading from local files, presets, and the
 self-agreement of reference solutions with their own answers (a test of lib.verify on real text).
 
 The frozen benchmark copies live in ../shared/data/benchmarks (next to the repo); a user's clone
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import benchmarks as B
+from lib import eval_sets as B
 from lib import verify as V
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
