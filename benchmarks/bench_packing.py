@@ -32,12 +32,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402

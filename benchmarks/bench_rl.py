@@ -25,12 +25,9 @@ sorted by length, batches of 64). Prints ``name: value (ratio vs baseline)``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402

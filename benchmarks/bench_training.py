@@ -47,12 +47,9 @@ import argparse
 import copy
 import random
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402

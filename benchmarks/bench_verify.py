@@ -18,9 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 from lib import eval_sets as B  # noqa: E402
 from lib import verify as V  # noqa: E402

@@ -3,14 +3,14 @@
 ``pairs``: on-policy pairs from a run's SFT model, sampled at a chosen temperature (the stage
 samples at ``dpo.on_policy_temperature``, 1.0 in tiny):
 
-    .venv/bin/python experiments/dpo_variants.py pairs --run /tmp/runs/sftB/tiny --temperature 0.6 \\
+    .venv/bin/python -m experiments.dpo_variants pairs --run /tmp/runs/sftB/tiny --temperature 0.6 \\
         --problems 1000 --out /tmp/pairs_t06.parquet
 
 ``train``: DPO from that SFT model on a pairs file (or the stage's own ``05_rollout_dpo/pairs.parquet``)
 with the stage's config (``params/tiny.yaml`` ``dpo``) except ``--lr``, ``--steps``, ``--beta``, and
 ``--nll`` (> 0 adds TRL's ``sft`` loss on the chosen answer with that weight, as iterative RPO):
 
-    .venv/bin/python experiments/dpo_variants.py train --run /tmp/runs/sftB/tiny \\
+    .venv/bin/python -m experiments.dpo_variants train --run /tmp/runs/sftB/tiny \\
         --pairs /tmp/pairs_t06.parquet --lr 5e-5 --nll 1.0 --out /tmp/dpoexp/t06rpo
 
 Evaluate the saved model with ``python -m lib.evaluation --checkpoint OUT/model --sets synthetic
@@ -20,12 +20,10 @@ Evaluate the saved model with ``python -m lib.evaluation --checkpoint OUT/model 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import dpo, evaluation, params, sampling  # noqa: E402
-from lib import model as modellib  # noqa: E402
+from lib import dpo, evaluation, params, sampling
+from lib import model as modellib
 
 TINY = Path(__file__).resolve().parents[1] / "params" / "tiny.yaml"
 

@@ -6,7 +6,7 @@ answers (``\\boxed{32}``), once on compact chain of thought (``<think>`` step li
 completion, padding excluded; the CoT arm therefore sees fewer problems), then
 scores greedy decoding on held-out problems per level and per domain.
 
-    .venv/bin/python experiments/learnability.py --tokens 2000000 --seed 0   # ~5.5 min on 2 quiet cores
+    .venv/bin/python -m experiments.learnability --tokens 2000000 --seed 0   # ~5.5 min on 2 quiet cores
 
 The design is proven when CoT beats direct clearly on the multi-step levels (>= 2)
 and every level gets partial accuracy with CoT (see MINIATURE_NOTES.md, LOG.md).
@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -30,8 +29,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib.problems import DOMAINS, LEVELS, cot_solution, direct_solution, generate  # noqa: E402
+from lib.problems import DOMAINS, LEVELS, cot_solution, direct_solution, generate
 
 _TOKEN = re.compile(r"</?think>|\\[A-Za-z]+|[A-Za-z]+|\d|\n|[^\sA-Za-z\d]")
 PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"

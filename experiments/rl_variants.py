@@ -9,7 +9,7 @@ overrides. Held-out: the synthetic test set, pass@1 from ``--eval-samples`` samp
 verifies *and* every arithmetic statement of the completion is true
 (:func:`lib.problems.arithmetic_slips`); the recipe's reward is ``answer``.
 
-    .venv/bin/python experiments/rl_variants.py --run /tmp/runs/a/tiny --name A --candidates 2000 \\
+    .venv/bin/python -m experiments.rl_variants --run /tmp/runs/a/tiny --name A --candidates 2000 \\
         --set rl.batch_size=256
 
 ``--lucky T`` instead samples 8 completions of 200 selected prompts at temperature T and prints
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib import evaluation, params, problems, rl, sampling, subsets
 from lib import model as modellib
 

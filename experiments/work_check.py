@@ -3,7 +3,7 @@
 ``slips CHECKPOINT ...``: greedy completions of the 200 synthetic test problems (seed 11), and
 how many of their arithmetic statements are false (:func:`lib.problems.arithmetic_slips`):
 
-    .venv/bin/python experiments/work_check.py slips /tmp/runs/a/tiny/03_mid_train/model
+    .venv/bin/python -m experiments.work_check slips /tmp/runs/a/tiny/03_mid_train/model
 
 ``dpo --run DIR --out DIR``: rollout DPO from the run's SFT model on the run's own on-policy
 pairs (``05_rollout_dpo/pairs.parquet``), keeping only pairs whose *chosen* answer has no false
@@ -15,13 +15,11 @@ params (``params/tiny.yaml`` ``dpo``) except ``--epochs``/``--lr``. Evaluate the
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lib import params, problems, sampling  # noqa: E402
-from lib import model as modellib  # noqa: E402
-from experiments.dpo_variants import train_and_save  # noqa: E402
+from lib import params, problems, sampling
+from lib import model as modellib
+from experiments.dpo_variants import train_and_save
 
 
 def slips(checkpoints: list[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
 import datasets
 import pandas as pd
@@ -138,7 +137,3 @@ def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: 
         if cfg.max_steps <= 0 else None,
     })
     return stats
-
-
-def save_pairs(pairs: pd.DataFrame, path: Path) -> None:
-    pairs.to_parquet(path)

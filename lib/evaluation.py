@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -53,13 +53,6 @@ class EvalSet:
     def __post_init__(self):
         if not self.items:
             raise ValueError(f"evaluation set '{self.name}' ({self.source}) has no problems")
-
-
-@dataclass
-class EvalResult:
-    name: str
-    records: pd.DataFrame            # one row per (problem, sample)
-    summary: dict = field(default_factory=dict)
 
 
 def synthetic_test_set(n: int, seed: int, domains, levels) -> EvalSet:

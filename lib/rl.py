@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -542,3 +543,29 @@ def step_curve(summary: dict) -> pd.DataFrame:
                      g.get("all_equal_groups", 0) / g["groups"] if g.get("groups") else None,
                      "filtered_share": g.get("filtered_groups", 0) / g["groups"] if g.get("groups") else None})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class ArmResult:
+    """One RL arm (GRPO with the tricks, or plain GRPO): the run's summary (:func:`run_grpo`), its
+    held-out tracking rows (:class:`HeldoutTracker`) and the seconds the tracking took."""
+    summary: dict
+    history: pd.DataFrame
+    tracking_s: float
+
+
+def tracker_for(section, tokenizer, eval_set, verifier, *, seed: int, start: dict | None = None) -> HeldoutTracker:
+    """The :class:`HeldoutTracker` params section ``rl`` describes (every arm is tracked alike)."""
+    return HeldoutTracker(tokenizer, eval_set, verifier, every=section.eval_every, n_samples=section.eval_samples,
+                          temperature=section.eval_temperature, top_p=section.eval_top_p,
+                          max_new_tokens=section.max_length, batch_size=64, seed=seed, start=start)
+
+
+def step_timing(summary: dict) -> dict:
+    """Seconds per optimizer step of a :func:`run_grpo` summary: in all, and split into generation,
+    answer checking (the reward) and the update (the rest)."""
+    t = summary["timings"]
+    steps = max(summary["steps"], 1)
+    gen, rew, total = t.get("generate_s", 0.0), t.get("reward_s", 0.0), t.get("step_s", 0.0)
+    return {"s_per_step": total / steps, "generation_s": gen / steps, "checking_s": rew / steps,
+            "update_s": (total - gen - rew) / steps}

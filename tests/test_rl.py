@@ -268,3 +268,12 @@ def test_heldout_tracker_reuses_a_shared_step_zero_measurement():
     assert [r["step"] for r in shared.history] == [0, 2, 4] and shared.history[0]["pass1"] == 0.25
     with pytest.raises(ValueError, match="step-0"):
         rl.HeldoutTracker(None, None, None, start={"step": 10}, **kw)
+
+
+def test_step_timing_splits_each_step_by_hand_numbers():
+    # 4 steps: 10 s in all, 6 s generating, 1 s checking -> 2.5 / 1.5 / 0.25 / 0.75 s per step
+    t = rl.step_timing({"steps": 4, "timings": {"generate_s": 6.0, "reward_s": 1.0, "step_s": 10.0}})
+    assert t == {"s_per_step": 2.5, "generation_s": 1.5, "checking_s": 0.25, "update_s": 0.75}
+    # a run that made no step does not divide by zero; missing timings count as zero
+    assert rl.step_timing({"steps": 0, "timings": {"step_s": 3.0}}) == {
+        "s_per_step": 3.0, "generation_s": 0.0, "checking_s": 0.0, "update_s": 3.0}
