@@ -7,7 +7,7 @@ generation stops on. The ``{% generation %}`` markers let TRL compute assistant-
 """
 from __future__ import annotations
 
-# The instruction the paper's later evaluation harness appends (SPEC.md, Evaluation).
+# The instruction the paper's later evaluation harness appends (the paper, Evaluation).
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 INSTRUCTION_MC = ("Please reason step by step, and put your final choice of one letter "
                   "from A/B/C/D within \\boxed{}.")

@@ -1,6 +1,6 @@
 """Rollout DPO (stage 3): preference pairs from correct vs. incorrect rollouts, TRL's DPO trainer.
 
-Pairs (SPEC.md, stage 3): for a problem with at least one verified-correct and one incorrect
+Pairs (the paper, stage 3): for a problem with at least one verified-correct and one incorrect
 rollout, chosen = a correct rollout, rejected = an incorrect one (:func:`lib.subsets.dpo_pairs`:
 pairs per problem, length matching). Sources: the teacher's rollouts that stages 1-2 threw away
 (the paper's choice), fresh rollouts sampled from the SFT model (on-policy), or both. The

@@ -7,9 +7,10 @@ error (`BenchmarkFormatError`) naming the file, the line and what is wrong; noth
 
 Sources
 -------
-* Local JSON Lines (`load_jsonl`): the project's frozen copies live in
-  `../shared/data/benchmarks/` (MATH-500 500, AIME 2024 30, AIME 2025 30, AMC 2023 40,
-  GSM8K test 1,319 rows; see that folder's README for provenance). `load_local("math500")`.
+* Local JSON Lines (`load_jsonl`): any file of rows with id, problem, answer. `load_local("math500")`
+  reads a folder of frozen copies named as in `LOCAL_FILES` (MATH-500 500, AIME 2024 30, AIME 2025
+  30, AMC 2023 40, GSM8K test 1,319 rows), given as `root=` or by the environment variable
+  `PHI4MR_BENCHMARKS_DIR`; the repository ships no copies (use the hub presets).
 * The Hugging Face Hub or any local file `datasets` can read (`load_hub`); `PRESETS` holds the
   paper's evaluation sets (Xu et al. 2025: AIME 2024, MATH-500, GPQA-Diamond):
 
@@ -282,22 +283,27 @@ LOCAL_FILES: dict[str, str] = {
 LOCAL_COUNTS: dict[str, int] = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319}
 
 
-def shared_benchmarks_dir() -> Path:
-    """`../shared/data/benchmarks` next to the repo (it may not exist in a user's clone)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
+BENCHMARKS_DIR_ENV = "PHI4MR_BENCHMARKS_DIR"
 
 
 def load_local(name: str, root: str | Path | None = None) -> list[dict]:
-    """One of the project's frozen benchmark copies by short name (see `LOCAL_FILES`)."""
+    """One frozen benchmark copy by short name (see `LOCAL_FILES`), from ``root`` or the folder in
+    the environment variable ``PHI4MR_BENCHMARKS_DIR``."""
+    import os
+
     if name not in LOCAL_FILES:
         raise KeyError(f"unknown local benchmark {name!r}; choose one of {sorted(LOCAL_FILES)}")
-    root = Path(root) if root is not None else shared_benchmarks_dir()
-    path = root / LOCAL_FILES[name]
+    if root is None:
+        root = os.environ.get(BENCHMARKS_DIR_ENV)
+        if not root:
+            raise FileNotFoundError(
+                f"no folder of benchmark copies given for {name!r}: pass root= or set {BENCHMARKS_DIR_ENV} to a "
+                f"folder holding {LOCAL_FILES[name]}, or use load_preset({name!r}) where a Hub preset exists.")
+    path = Path(root) / LOCAL_FILES[name]
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found. The frozen copies live in ../shared/data/benchmarks; pass root= to point "
-            f"elsewhere, or use load_preset({name!r}) where a Hub preset exists."
-        )
+            f"{path} not found. Pass root= (or set {BENCHMARKS_DIR_ENV}) to the folder of benchmark copies, "
+            f"or use load_preset({name!r}) where a Hub preset exists.")
     return load_jsonl(path, name=name)
 
 

@@ -3,7 +3,7 @@
 One code path for every number in the report: the shared sampler (same prompt format as
 training), the shared verifier (the same check the RL reward uses), and lib.metrics.
 
-Protocol (SPEC.md, Evaluation): ``n_samples`` completions per problem at T=0.6, top-p 0.95.
+Protocol (the paper, Evaluation): ``n_samples`` completions per problem at T=0.6, top-p 0.95.
 pass@1 is the mean of the first ``n_runs`` samples treated as independent runs (paper: 3),
 with a bootstrap interval over problems; pass@k uses all ``n_samples`` (unbiased estimator);
 cons@k is a majority vote over the first k samples, equivalent answers grouped by the checker.
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     checkpoint outside a run, e.g. the final tiny model on real benchmarks:
 
         python -m lib.evaluation --checkpoint outputs/tiny/06_rl/model \\
-            --sets ../shared/data/benchmarks/math500.jsonl ../shared/data/benchmarks/aime24.jsonl --limit 50
+            --sets path/to/math500.jsonl path/to/aime24.jsonl --limit 50
     """
     import argparse
     import json

@@ -34,7 +34,7 @@ def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (avx512_bf16 or AMX), so bf16 autocast pays off.
 
     Without either, bf16 matmuls are emulated and training runs ~3x slower than fp32
-    (STACK_NOTES.md); with avx512_bf16 (this project's 2-core EPYC machines) bf16 autocast trained
+    (docs/stack_notes.md); with avx512_bf16 (this project's 2-core EPYC machines) bf16 autocast trained
     1.3-1.7x faster than fp32 (``benchmarks/bench_training.py``, tiny mid-training). ``PHI4MR_CPU_BF16=0/1``
     overrides the detection.
     """
@@ -61,7 +61,7 @@ def train_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"model.dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
     if dtype == "bfloat16" and device.type == "cpu" and not cpu_has_fast_bf16():
         warnings.warn("model.dtype: bfloat16 on a CPU without avx512_bf16/AMX: bf16 is emulated there and "
-                      "training runs ~3x slower than float32 (STACK_NOTES.md); use 'auto' or 'float32'",
+                      "training runs ~3x slower than float32 (docs/stack_notes.md); use 'auto' or 'float32'",
                       stacklevel=2)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
@@ -108,7 +108,7 @@ def load(path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype or "auto")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        # Pad == EOS masks EOS from the loss and the model never learns to stop (SPEC.md, stage 2).
+        # Pad == EOS masks EOS from the loss and the model never learns to stop (the paper, stage 2).
         raise ValueError(f"{path_or_id}: tokenizer pad token must exist and differ from EOS "
                          f"(pad={tokenizer.pad_token!r}, eos={tokenizer.eos_token!r})")
     return model.to(device).eval(), tokenizer

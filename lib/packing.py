@@ -1,7 +1,7 @@
 """Packing for mid-training: several examples per row, kept apart by a block-diagonal mask.
 
 Stage 1 of the recipe ("distillation as mid-training") trains on problem + long chain-of-thought
-texts with packing. TRL's packing on CPU is either slow or leaky (STACK_NOTES.md): its default
+texts with packing. TRL's packing on CPU is either slow or leaky (docs/stack_notes.md): its default
 ("bfd") flattens a whole batch into one padding-free row of batch x max_length tokens whose
 attention cost grows with the square of that length (it is built for flash-attention's varlen
 kernels), and "wrapped" lets packed examples attend to each other. Here instead:

@@ -568,7 +568,8 @@ def parameters_cell(reads: list[str] | tuple[str, ...], values: Params) -> str:
     ``python -m lib.recipe --sync-notebooks`` and checked by the tests, so it cannot drift.
     """
     lines = ["# Parameters (defaults: params/tiny.yaml). `python -m lib.recipe PARAMS.yaml` injects the file's",
-             "# values below; every key's full documentation: `python -m lib.recipe --describe`."]
+             "# values below; every key's full documentation: `python -m lib.recipe --describe`.",
+             "from typing import Optional  # noqa: F401  (the annotations below are evaluated)"]
     section = None
     for s, key in keys_of(reads):
         if s != section:

@@ -32,7 +32,7 @@ def ensure_kernel() -> str:
     """Register this interpreter as the Jupyter kernel the notebooks name, if it is not already.
 
     Papermill would otherwise pick whatever ``python3`` kernel the user's Jupyter knows, which
-    may be another environment without this project installed (STACK_NOTES.md).
+    may be another environment without this project installed (docs/stack_notes.md).
     """
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 

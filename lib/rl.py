@@ -1,6 +1,6 @@
 """Stage 4: RL with a verifiable reward, TRL's GRPO plus the paper's three stability tricks.
 
-SPEC.md, stage 4: reward +1 when the final answer verifies, -1 otherwise. Plain GRPO on a small
+The paper's stage 4 (Xu et al. 2025, arXiv 2504.21233): reward +1 when the final answer verifies, -1 otherwise. Plain GRPO on a small
 distilled model suffered from uneven response lengths within a group, vanishing gradients when
 every reward in a group is equal, and a gap between training and evaluation temperature. The
 fixes, each a function or class here with its own tests:
@@ -12,12 +12,12 @@ fixes, each a function or class here with its own tests:
    probe pass rate is above a threshold (paper: 50%), optionally those never solved, and repeat
    hard ones; during training keep, in each group, every correct completion and as many randomly
    chosen incorrect ones. Groups left with one reward value (all correct or all wrong) give no
-   gradient and do not count in the loss normaliser: TRL does neither (STACK_NOTES.md), so
+   gradient and do not count in the loss normaliser: TRL does neither (docs/stack_notes.md), so
    :class:`RecipeGRPOTrainer` removes their rows before TRL computes the loss.
 3. **Temperature annealing** (:func:`annealed_temperature`, :meth:`RecipeGRPOTrainer.set_temperature`):
    1.0 -> 0.6 linearly over the first half of the steps, then constant. The value reaches both
    the sampler and the temperature TRL divides logits by when it computes log-probabilities
-   (fixed into the model's patched forward when the trainer is built, STACK_NOTES.md).
+   (fixed into the model's patched forward when the trainer is built, docs/stack_notes.md).
 
 Generation goes through the shared sampler's token-level core (:func:`lib.sampling.generate_ids`)
 unless TRL's vLLM path is on (``use_vllm`` with vLLM installed and a GPU).

@@ -1,6 +1,6 @@
 """Teacher rollouts: N answers per problem, every one verified and kept, sharded, resumable.
 
-The paper's data generation (Xu et al. 2025, arXiv 2504.21233; SPEC.md "Data generation"):
+The paper's data generation (Xu et al. 2025, arXiv 2504.21233, "Data generation"):
 DeepSeek-R1 writes about 8 long chain-of-thought rollouts per problem; math-verify checks each
 final answer against the reference, and rejections get a second opinion from an LLM judge.
 Verified-correct rollouts feed mid-training and SFT; incorrect ones are kept for rollout DPO
@@ -463,7 +463,7 @@ def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teac
     ``field_map`` maps our field -> their column, e.g. ``{"problem": "question"}``), or a path
     to a JSONL/Parquet file of rows. A row that already carries reasoning (``trace`` field) is
     used as is - its traces become its rollouts, whatever ``n`` - and verified like the rest
-    ("sets that already carry reasoning traces are used as they are", SPEC.md).
+    (the paper uses sets that already carry reasoning traces as they are).
     ``verifier``: a :class:`lib.verify.Verifier` (``check_many``); its judge, if any, gives
     rejections a second opinion. ``shard_size``: problems per shard (the most work a kill can
     lose). ``count_tokens``: text -> tokens (default: the teacher's count, else whitespace

@@ -6,7 +6,7 @@ Input: the rollouts table (one row per teacher rollout, ~8 per problem; ``lib.ro
 (sizes, counts by difficulty and domain, what was dropped and why), deterministic for a seed.
 
 ==================  ===========================================================================
-stage               rule (SPEC.md)
+stage               rule (Xu et al. 2025)
 ==================  ===========================================================================
 1 mid-training      :func:`midtrain_subset`: every verified-correct rollout (the bulk distillation
                     set), optionally capped per problem.
@@ -188,7 +188,7 @@ def _balanced_quotas(available: dict, total: int) -> dict:
 def sft_subset(df: pd.DataFrame, n_problems: int, per_problem: int = 1, require_finished: bool = True,
                exclude_repetitive: bool = True, balance: str | None = "difficulty", seed: int = 0,
                difficulty_col: str = DIFFICULTY_COL, domain_col: str = DOMAIN_COL) -> tuple[pd.DataFrame, dict]:
-    """A compact, high-quality, representative subset for SFT (SPEC.md, stage 2).
+    """A compact, high-quality, representative subset for SFT (the paper, stage 2).
 
     1. Eligible rollouts: ``correct`` is True, and (by default) ``finished`` is True and
        ``repetitive`` is not True.
@@ -290,7 +290,7 @@ def _no_pairs_reason(kinds: pd.DataFrame) -> str:
 
 def dpo_source(df: pd.DataFrame, difficulty_col: str = DIFFICULTY_COL,
                domain_col: str = DOMAIN_COL) -> tuple[pd.DataFrame, dict]:
-    """Rollouts of problems having at least one correct AND one incorrect rollout (SPEC.md, stage 3).
+    """Rollouts of problems having at least one correct AND one incorrect rollout (the paper, stage 3).
 
     Only verified rows are returned (correct is True or False): an unverifiable rollout is never
     a rejected candidate, since a None may well be a correct answer the checker could not parse.
@@ -386,7 +386,7 @@ def dpo_pairs(df: pd.DataFrame, pairs_per_problem: int = 1, length_match: bool =
 def rl_pool(df: pd.DataFrame, exclude_ids: Iterable = (), n: int | None = None, seed: int = 0,
             require_verifiable: bool = True, difficulty_col: str = DIFFICULTY_COL,
             domain_col: str = DOMAIN_COL) -> tuple[pd.DataFrame, dict]:
-    """RL prompts: one row per problem with its reference answer (SPEC.md, stage 4).
+    """RL prompts: one row per problem with its reference answer (the paper, stage 4).
 
     Problems in ``exclude_ids`` (those used for SFT) are used only when the others run short:
     ``n`` problems are drawn (seeded) from the rest first, then filled from the excluded ones

@@ -1,7 +1,7 @@
 """Tags on every distilled sample: domain, difficulty, repetition, length.
 
 The paper tags each sample so that later stages can balance and select their own data
-(Xu et al. 2025, "Phi-4-Mini-Reasoning", arXiv 2504.21233; SPEC.md, Tagging):
+(Xu et al. 2025, "Phi-4-Mini-Reasoning", arXiv 2504.21233; Tagging):
 
 * ``domain``: one of :data:`TAG_DOMAINS`. The synthetic generator's five domains keep their
   names (``number_theory``, ``counting_probability``); ``calculus`` and ``other`` exist for

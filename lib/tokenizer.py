@@ -11,7 +11,7 @@ Words and the teacher's recurring phrases merge into few tokens, which keeps lon
 cheap. Byte-level fallback means any text (real benchmarks included) encodes without unknowns.
 
 Special tokens: ``<|endoftext|>`` (BOS/document separator), ``<|pad|>`` (padding, distinct
-from EOS so EOS is never masked out of the loss: STACK_NOTES.md), the turn markers and
+from EOS so EOS is never masked out of the loss: docs/stack_notes.md), the turn markers and
 ``<|end|>`` (end of turn = EOS). ``<think>``/``</think>`` are ordinary added tokens, not
 special, so decoding with ``skip_special_tokens=True`` (as GRPO does) keeps them.
 """

@@ -1,7 +1,7 @@
 """Training wrappers around TRL, with settings that are right for the device.
 
 On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation
-checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (STACK_NOTES.md).
+checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (docs/stack_notes.md).
 Activation checkpointing is always off here (it only saves memory, which a CPU run does not
 lack). bf16 autocast follows params ``model.dtype`` (:func:`lib.model.train_dtype`): on for CUDA,
 off on CPU unless asked for. Every stage that fine-tunes on text (base pretraining, mid-training,
@@ -107,7 +107,7 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
     """Train on prompt-completion rows, padded (loss on the completion only); see :func:`run_trainer`.
 
     No packing: each example ends with its own EOS in the loss, so the model learns where to
-    stop (SPEC.md, stage 2).
+    stop (the paper, stage 2).
     """
     if not rows:
         raise ValueError("no training rows: the stage's data subset is empty")

@@ -89,7 +89,7 @@ math-verify 0.9 quirks found here (rows in tests/test_verify_cases_real_outputs.
   (AIME zero-padded) is not 73. RuleJudge recovers both.
 * A bare `(1, 2)` given to math-verify's `parse` becomes the number 2 (the last number in
   the text); wrapped as `$(1, 2)$` or `\\boxed{(1, 2)}` it becomes Interval.open(1, 2), and
-  `(2, 1)` or `(1, -2)` a Tuple (STACK_NOTES calls the wrapped form a tuple; in 0.9.0 it is an
+  `(2, 1)` or `(1, -2)` a Tuple (docs/stack_notes.md calls the wrapped form a tuple; in 0.9.0 it is an
   interval whenever the first element is smaller). We always wrap, so equal pairs agree and
   swapped pairs are rejected; only the sympy type differs.
 * `10\\%` vs `10` and `25\\%` vs `0.25` are both accepted (percent is ambiguous by design).

@@ -175,9 +175,12 @@ def test_local_benchmarks_load_with_counts(name, count):
     assert all(r["problem"].strip() and r["answer"].strip() for r in rows)
 
 
-def test_load_local_explains_missing_folder(tmp_path):
+def test_load_local_explains_missing_folder(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="root="):
         B.load_local("math500", root=tmp_path)
+    monkeypatch.delenv("PHI4MR_BENCHMARKS_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="PHI4MR_BENCHMARKS_DIR"):
+        B.load_local("math500")
     with pytest.raises(KeyError, match="choose one of"):
         B.load_local("mmlu")
 

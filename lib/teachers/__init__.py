@@ -1,8 +1,7 @@
 """Teachers: whoever writes the long chain-of-thought rollouts that the student is distilled on.
 
 The paper's teacher is DeepSeek-R1 (671B) writing ~8 long CoT rollouts per problem, about 10M
-rollouts over 1.6M problems (Xu et al. 2025, arXiv 2504.21233, section "Distillation"; SPEC.md,
-"Data generation"). Three teachers share one small interface (:class:`Teacher`):
+rollouts over 1.6M problems (Xu et al. 2025, arXiv 2504.21233, section "Distillation"). Three teachers share one small interface (:class:`Teacher`):
 
 * :class:`EmbeddedTeacher` - the embedded default. It writes long, varied reasoning for the
   synthetic problems of :mod:`lib.problems` from their exact steps, and is wrong on purpose

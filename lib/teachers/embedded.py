@@ -251,7 +251,7 @@ class EmbeddedTeacher:
     ``Step.text`` appears verbatim on its own line), variety between the ~8 samples of one
     problem (wording, optional parts, which steps are verified), and wrong answers that are
     more frequent on harder problems (the "incorrect" rollouts that rollout DPO uses as
-    *rejected*; SPEC.md stage 3).
+    *rejected*; the paper's stage 3).
 
     A trace is: optional restatement of the problem, a plan, the steps (each possibly after a
     lead-in phrase), self-checks of a random subset of steps (restated, or by the inverse
