@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from lib import params as params_mod
+from lib import progress
 from lib import stages as stages_mod
 from lib.paths import LIB_DIR, NOTEBOOKS_DIR, ROOT, resolve
 
-MANIFEST, METRICS = "manifest.json", "metrics.json"
+MANIFEST, METRICS, PROGRESS = "manifest.json", "metrics.json", "progress.jsonl"
 VERSIONED = ("torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "papermill", "tokenizers")
 
 
@@ -246,6 +247,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     d = stage_dir(p, s.name)
     d.mkdir(parents=True, exist_ok=True)
     (d / MANIFEST).unlink(missing_ok=True)
+    progress.start(d / PROGRESS)
     seed_everything(p.run.seed)
     set_threads(p.run.threads)
     return StageRun(s.name, p, d)

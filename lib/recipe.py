@@ -19,10 +19,11 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from lib import artifacts, params as params_mod, stages
+from lib import artifacts, params as params_mod, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
 
 KERNEL = "phi4mr"
@@ -115,21 +116,93 @@ def _key_metric(stage: stages.Stage, directory: Path) -> str:
     return f" | {stage.key_metric} {value}"
 
 
+class ProgressWatcher:
+    """Tails a running stage's progress file (:mod:`lib.progress`) and prints one line about it.
+
+    On a terminal the line updates in place every second; otherwise (CI, a log file) a new line
+    is printed every ``every_s`` seconds. Every printed line also goes to ``log_path``.
+    """
+
+    def __init__(self, stage: str, progress_path: Path, log_path: Path, *, every_s: float = 10.0,
+                 tty: bool | None = None, out=None):
+        self.stage, self.progress_path, self.log_path = stage, progress_path, log_path
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
+        self.every_s = 1.0 if self.tty else every_s
+        self.t0 = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"progress-{stage}", daemon=True)
+        self._width = 0
+
+    def line(self) -> str:
+        return f"  {self.stage:<18} " + progress.describe(progress.last_record(self.progress_path), time.time() - self.t0)
+
+    def emit(self) -> str:
+        text = self.line()
+        with self.log_path.open("a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {text.strip()}\n")
+        if self.tty:
+            self.out.write("\r" + text.ljust(self._width)[:200])
+            self._width = min(len(text), 200)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+        return text
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.emit()
+
+    def __enter__(self) -> "ProgressWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.tty and self._width:
+            self.out.write("\r" + " " * self._width + "\r")
+            self.out.flush()
+
+
+def quiet_kernel_manager(log_path: Path):
+    """A kernel manager for papermill whose kernel talks over local IPC sockets (no unencrypted-TCP
+    warning) and writes its own stderr (start-up and shutdown chatter, subprocess output) to
+    ``log_path`` instead of the runner's console. Cell outputs still go to the executed notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw["stdout"] = kw["stderr"] = log_path.open("ab")
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    QuietKernelManager.transport.default_value = "ipc"
+    return QuietKernelManager
+
+
 def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
-    """Run one stage notebook with papermill; raise SystemExit naming the executed notebook on failure."""
+    """Run one stage notebook with papermill; raise SystemExit naming the executed notebook on failure.
+
+    While it runs, a :class:`ProgressWatcher` prints what the stage is doing; the stage folder keeps
+    ``progress.jsonl`` (the stage's records), ``progress.log`` (the printed lines) and ``kernel.log``.
+    """
     import papermill as pm
 
     d = artifacts.stage_dir(p, stage.name)
     d.mkdir(parents=True, exist_ok=True)
     (d / artifacts.MANIFEST).unlink(missing_ok=True)
+    for name in (artifacts.PROGRESS, "progress.log", "kernel.log"):
+        (d / name).unlink(missing_ok=True)
     out_nb = d / f"{stage.name}.ipynb"
     t0 = time.time()
     try:
-        pm.execute_notebook(
-            str(NOTEBOOKS_DIR / f"{stage.name}.ipynb"), str(out_nb),
-            parameters=params_mod.to_flat(p, stage.sections),
-            kernel_name=kernel, cwd=str(ROOT), progress_bar=False, log_output=False,
-        )
+        with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log"):
+            pm.execute_notebook(
+                str(NOTEBOOKS_DIR / f"{stage.name}.ipynb"), str(out_nb),
+                parameters=params_mod.to_flat(p, stage.sections),
+                kernel_name=kernel, cwd=str(ROOT), progress_bar=False, log_output=False,
+                kernel_manager_class=quiet_kernel_manager(d / "kernel.log"),
+            )
     except pm.PapermillExecutionError as e:
         raise SystemExit(f"✗ {stage.name} failed after {_fmt_elapsed(time.time() - t0)}: {e.ename}: {e.evalue}\n"
                          f"  the executed notebook with the error (cell {e.exec_count}): {out_nb}") from None

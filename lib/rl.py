@@ -37,8 +37,8 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from lib import chat, evaluation, sampling
-from lib.training import trainer_kwargs
+from lib import chat, evaluation, progress, sampling
+from lib.training import last_checkpoint, trainer_kwargs
 
 
 class NoPromptsError(ValueError):
@@ -493,7 +493,6 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
     With ``tricks=False`` this is plain GRPO: TRL's behaviour for groups, constant temperature
     ``temperature_start``. Returns the trainer and a summary (reward counts, timings, logs).
     """
-    from lib.training import last_checkpoint
 
     anneal = tricks and section.temperature_annealing
     start_t = section.temperature_start
@@ -515,6 +514,7 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
         processing_class=tokenizer, callbacks=[tracker] if tracker else None,
         balance=tricks and section.rebalance, drop_all_equal=tricks and section.rebalance,
         temperature_schedule=schedule)
+    trainer.add_callback(progress.callback())
     ckpt = last_checkpoint(out_dir) if resume else None
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=ckpt)

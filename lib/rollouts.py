@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lib.progress import Bar
 from lib.teachers import Rollout, Teacher
 
 log = logging.getLogger(__name__)
@@ -504,10 +505,8 @@ def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teac
 def _generate_shards(pending: list[ProblemRow], teacher, n, seed, out: Path, next_index: int, verifier,
                      shard_size: int, count_tokens, trace_source: str, progress: bool, already: int) -> int:
     """The main loop: one shard per ``shard_size`` pending problems. Returns rollouts written."""
-    from tqdm.auto import tqdm
-
     total = already + len(pending)
-    bar = tqdm(total=total, initial=already, desc="rollouts", unit="problem", disable=not progress)
+    bar = Bar(total, "rollouts", unit="problem", initial=already, display=progress)
     written, correct, t0 = 0, 0, time.perf_counter()
     try:
         for start in range(0, len(pending), shard_size):
@@ -518,7 +517,7 @@ def _generate_shards(pending: list[ProblemRow], teacher, n, seed, out: Path, nex
             written += len(rows)
             correct += sum(r["correct"] is True for r in rows)
             bar.update(len(chunk))
-            bar.set_postfix(correct=f"{correct / max(written, 1):.1%}")
+            bar.set_metrics(correct=round(correct / max(written, 1), 4))
             log.info("%s | problems %d/%d | rollouts %d | correct %.1f%% | %.1f rollouts/s", path.name,
                      already + start + len(chunk), total, written, 100 * correct / max(written, 1),
                      written / max(time.perf_counter() - t0, 1e-9))

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from lib.chat import prompt_text
+from lib.progress import Bar
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, eos_token_id: int, pad_t
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(total=len(order), desc="sampling", disable=not progress, leave=False)
+        bar = Bar(len(order), "sampling", unit="prompt", display=progress, leave=False)
         for b, start in enumerate(range(0, len(order), batch_size)):
             chunk = order[start:start + batch_size]
             width = max(len(prompt_ids[k]) for k in chunk)

@@ -20,6 +20,7 @@ import datasets
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from lib import progress
 from lib.packing import packed_trainer
 from lib.params import Train
 
@@ -85,6 +86,7 @@ def run_trainer(trainer, resume: bool = True) -> dict:
         state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
         tokens_before = int(state.get("num_input_tokens_seen", 0))
         print(f"resuming from {ckpt} (step {state.get('global_step')})")
+    trainer.add_callback(progress.callback())
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
     wall = time.time() - t0

@@ -134,6 +134,11 @@ def test_smoke_run_skip_and_failure(tmp_path):
     r = cli("params/smoke.yaml", "--set", out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "✓ 00_base_model" in r.stdout and "heldout_accuracy" in r.stdout
+    # a healthy run's console is quiet: no kernel chatter, no unencrypted-TCP warning
+    assert "IPKernelApp" not in r.stdout + r.stderr and "encryption" not in r.stdout + r.stderr
+    for s in ("00_base_model", "03_mid_train"):  # the trainers reported their steps to the progress file
+        recs = [json.loads(x) for x in (tmp_path / "smoke" / s / "progress.jsonl").read_text().splitlines()]
+        assert any(x["task"] == "train" and x["done"] and x["n"] == x["total"] > 0 for x in recs), s
     stage = tmp_path / "smoke" / "00_base_model"
     for f in ("manifest.json", "metrics.json", "00_base_model.ipynb", "model/config.json"):
         assert (stage / f).is_file(), f

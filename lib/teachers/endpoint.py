@@ -14,6 +14,7 @@ from typing import Sequence
 
 from lib.chat import THINK_CLOSE, THINK_OPEN, prompt_messages
 
+from lib.progress import Bar
 from lib.teachers.base import ProblemLike, Rollout, _check_n, problem_id, sample_seed, strip_reasoning
 
 
@@ -163,15 +164,13 @@ class EndpointTeacher:
             self._server_checked = True
 
     def _run_all(self, jobs: list[_Job], progress: bool | None = None) -> list[Rollout]:
-        from tqdm.auto import tqdm
-
         if not jobs:
             return []
         self._ensure_server()
         stop = threading.Event()
         out: list[Rollout | None] = [None] * len(jobs)
-        bar = tqdm(total=len(jobs), desc=f"teacher {self.model}", leave=False,
-                   disable=not (self.progress if progress is None else progress))
+        bar = Bar(len(jobs), f"teacher {self.model}", unit="request", leave=False,
+                  display=self.progress if progress is None else progress)
 
         def run(i: int) -> None:
             out[i] = self._request(jobs[i], stop)
