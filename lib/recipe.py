@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib import artifacts, params as params_mod, progress, stages
+from lib import artifacts, params as params_mod, preflight, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
 
 KERNEL = "phi4mr"
@@ -251,7 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     for s, action in steps:
         print(f"  {s.name:<18} {action:<4}  {s.title}")
     if args.dry_run:
-        print("dry run: parameters are valid; nothing was executed")
+        failed = False
+        for s, _ in steps:
+            try:
+                checked = preflight.check_stage(p, s)
+                print(f"  ✓ {s.name:<18} {'; '.join(checked)}")
+            except preflight.PreflightError as e:
+                print(f"  ✗ {e}", file=sys.stderr)
+                failed = True
+        if failed:
+            print("dry run: some stages would fail (above); nothing was executed", file=sys.stderr)
+            return 2
+        print("dry run: parameters are valid and every stage's constructions build; nothing was executed")
         return 0
 
     kernel = ensure_kernel()
