@@ -340,7 +340,8 @@ def lenient_answer(text: str) -> Extraction:
     if boxed is not None:
         return Extraction(boxed, False)
     bare = strip_math_delimiters(region)
-    if len(bare) <= MAX_BARE_ANSWER_CHARS and "\n" not in bare and not re.search(r"[A-Za-z]{3,}\s+[A-Za-z]{2,}", bare):
+    prose = re.search(r"[A-Za-z]{3,}\s+[A-Za-z]{2,}|(?i:answer)", bare) or _FOREIGN_ANSWER_RE.search(bare)
+    if len(bare) <= MAX_BARE_ANSWER_CHARS and "\n" not in bare and not prose:
         # A bare answer (no prose): checked as an answer, and searched too if it does not parse.
         return Extraction(bare, False)
     return Extraction(search_text(region), True)

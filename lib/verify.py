@@ -290,9 +290,10 @@ def _parse_gold_text(gold: str) -> tuple:
 
 
 def _read_both_ways(text: str, search: bool) -> bool:
-    """Also read a bare answer unwrapped? Only when it has no brackets: "1,22" is the decimal
-    1.22 unwrapped but the set {1, 22} boxed, whereas "(1, 2)" unwrapped is just its last number."""
-    return search or not re.search(r"[()\[\]{}]", text)
+    """Also read a bare answer unwrapped? Only a plain number with separators: "1,22" is the
+    decimal 1.22 unwrapped but the set {1, 22} boxed, whereas "(1, 2)" or "a + 3z = 0" unwrapped
+    is just its last number."""
+    return search or re.fullmatch(r"\s*[-+]?[\d][\d\s.,]*\s*", text) is not None
 
 
 def math_verify_check_lenient(
@@ -310,7 +311,9 @@ def math_verify_check_lenient(
 
     def golds():
         if not gold_search:
-            yield list(_parse_gold(gold))
+            # Read in math mode first, as math-verify reads a gold: boxed, `a + 3z = 0` would
+            # collapse to its right-hand side and accept a bare `0`.
+            yield list(_parse_gold_text("$" + gold + "$")) or list(_parse_gold(gold))
         if _read_both_ways(gold, gold_search):
             yield list(_parse_gold_text(gold))
 

@@ -44,4 +44,4 @@ def test_agreement_per_source_is_at_least_90_percent():
     assert len(ROWS) >= 200
     for source, n in per.items():
         assert agree[source] / n >= 0.6, source
-    assert sum(agree.values()) / len(ROWS) >= 0.93
+    assert sum(agree.values()) / len(ROWS) >= 0.95
