@@ -303,6 +303,9 @@ class Verify(Section):
     second_opinion: Literal["rule", "llm", "none"] = Field(
         description="Re-check answers math-verify rejects: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125), "
         "'llm' (an LLM judge through the teacher backend, as the paper's GPT-4o-mini) or 'none'.")
+    extract: Literal["strict", "lenient"] = Field(
+        description="Answer extraction policy (lib.answers) where stages grade: 'strict' (the trained format, the last "
+        "\\boxed{} after </think>; a model is paid only for the format it was taught) or 'lenient' (outputs from anywhere).")
 
 
 SECTIONS: dict[str, type[Section]] = {
