@@ -1,13 +1,18 @@
 """Throughput of lib.verify: serial in-process vs. the worker pool, and the cost of the second opinion.
 
-    .venv/bin/python benchmarks/bench_verify.py [--n 1000] [--workers 2 4]
+    .venv/bin/python benchmarks/bench_verify.py [--n 1000] [--workers 2 4] [--cli-rows 10000]
 
 Workload: MATH-500 reference solutions checked against their own answers (right) and against the
-next problem's answer (wrong, so ~half the checks are rejections that a judge re-examines). If
-../shared is absent, a synthetic mix of fractions, surds and tuples is used instead. Every
+next problem's answer (wrong, so ~half the checks are rejections that a judge re-examines), read
+from the folder in PHI4MR_BENCHMARKS_DIR; without it, a synthetic mix of fractions, surds and tuples is used instead. Every
 configuration runs in a fresh interpreter (cold sympy / math-verify caches for all), and start-up
 (imports, spawning workers) is timed separately. Prints one line per measurement: `name: value (ratio vs baseline)`.
-Runs in well under a minute on 2 shared CPU cores.
+Runs in about a minute on 2 shared CPU cores.
+
+CLI: `python -m lib.verify --jsonl` on `--cli-rows` rows (MATH-500 reference solutions against
+their own and the next problem's answer, cycled), `--extract lenient` vs `--extract strict`,
+timed end to end (interpreter start, workers, extraction, checks); lenient printed as a ratio
+against strict measured in the same run.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-
-from lib import eval_sets as B  # noqa: E402
-from lib import verify as V  # noqa: E402
+from lib import eval_sets as B
+from lib import verify as V
 
 
 def workload(n: int) -> list[tuple[str, str]]:
@@ -83,10 +88,29 @@ def line(name: str, value: float, unit: str, baseline: float | None = None, base
     print(f"{name}: {value:,.1f} {unit} ({ratio})", flush=True)
 
 
+def cli_rows(n: int, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, (gold, prediction) in enumerate(workload(n)):
+            f.write(json.dumps({"id": i, "gold": gold, "prediction": prediction}) + "\n")
+
+
+def time_cli(path: Path, policy: str, workers: int) -> float:
+    root = Path(__file__).resolve().parents[1]
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "lib.verify", "--jsonl", str(path), "--out", os.devnull, "--extract", policy,
+         "--workers", str(workers)],
+        cwd=root, check=True, capture_output=True, text=True,
+    )
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="checks per configuration")
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 4], help="pool sizes to measure")
+    ap.add_argument("--cli-rows", type=int, default=10_000, help="rows for the CLI lenient-vs-strict timing (0 = skip)")
+    ap.add_argument("--cli-only", action="store_true", help="only the CLI lenient-vs-strict timing")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = ap.parse_args()
     if args.one:
@@ -94,6 +118,18 @@ def main() -> int:
         return 0
 
     print(f"cpu cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f} (shared machine)")
+    if args.cli_rows:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "rows.jsonl"
+            cli_rows(args.cli_rows, path)
+            strict_s = time_cli(path, "strict", args.workers[0])
+            lenient_s = time_cli(path, "lenient", args.workers[0])
+        line(f"cli_{args.cli_rows}_rows_strict_s", strict_s, "s")
+        line(f"cli_{args.cli_rows}_rows_lenient_s", lenient_s, "s", strict_s, "strict")
+    if args.cli_only:
+        return 0
     serial = run_fresh("serial:none", args.n)
     base = serial["checks_per_s"]
     line("serial_in_process_checks_per_s", base, "checks/s", base, "serial")

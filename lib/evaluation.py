@@ -23,7 +23,7 @@ from lib.verify import LLMJudge, RuleJudge, Verifier
 
 
 def make_verifier(v, judge_backend=None) -> Verifier:
-    """The shared verifier from params ``verify`` (workers, deadline, second opinion).
+    """The shared verifier from params ``verify`` (workers, deadline, second opinion, extraction policy).
 
     ``second_opinion: llm`` asks the OpenAI-compatible judge of ``verify.judge_*`` (the paper
     re-checks math-verify's rejections with an LLM judge); ``judge_backend``, any object with
@@ -39,7 +39,7 @@ def make_verifier(v, judge_backend=None) -> Verifier:
         judge = LLMJudge(judge_backend.complete, name=getattr(judge_backend, "name", "llm"))
     else:
         judge = RuleJudge() if v.second_opinion == "rule" else None
-    return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge)
+    return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge, extract=v.extract)
 
 
 @dataclass
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     sampler = sampling.HFSampler(model, tokenizer, temperature=args.temperature, top_p=args.top_p,
                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     summaries = {}
-    with make_verifier(Verify(workers=2, timeout_s=5.0, second_opinion="rule")) as verifier:
+    with make_verifier(Verify(workers=2, timeout_s=5.0, second_opinion="rule", extract="strict")) as verifier:
         for spec in args.sets:
             es = load_eval_set(spec, n_test=args.limit or 200, seed=args.seed, domains=problems.DOMAINS,
                                levels=problems.LEVELS, limit=args.limit)

@@ -300,6 +300,9 @@ class Verify(Section):
     second_opinion: Literal["rule", "llm", "none"] = Field('rule', 
         description="Re-check answers math-verify rejects: 'rule' (offline normaliser, recovers e.g. '2,125' vs 2125), "
         "'llm' (an LLM judge at judge_base_url, as the paper's GPT-4o-mini) or 'none'.")
+    extract: Literal["strict", "lenient"] = Field(
+        "strict", description="Answer extraction policy (lib.answers) where stages grade: 'strict' (the trained format, the last "
+        "\\boxed{} after </think>; a model is paid only for the format it was taught) or 'lenient' (outputs from anywhere).")
     judge_base_url: str | None = Field(None, description="LLM judge (second_opinion 'llm'): URL of an OpenAI-compatible "
                                        "server, e.g. http://localhost:8001/v1; its own keys, so no stage needs the teacher's.")
     judge_model: str | None = Field(None, description="LLM judge: served model name (the paper: GPT-4o-mini).")

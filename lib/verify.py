@@ -6,20 +6,14 @@ RL reward (+1 if the final answer verifies, -1 otherwise; Xu et al. 2025, "Phi-4
 arXiv 2504.21233). All of them call the same `Verifier.check`, so a number in the report and a
 reward in training mean the same thing.
 
-Extraction (`extract_answer`)
------------------------------
-* The answer is the content of the LAST complete `\\boxed{...}` or `\\fbox{...}` (braces matched,
-  escaped `\\{` `\\}` ignored; `\\boxed 5` without braces also accepted) in the answer region.
-* The answer region is the text after the LAST `</think>`. A completion with no think tag at all
-  is searched whole. `<think>` with no `</think>` after it (the model never stopped reasoning,
-  typically truncated at max length) has no answer region.
-* So: no box, an unclosed think block, a box only inside the think block, or an empty box =>
-  no answer (`None`), never an exception.
-* `prediction_to_answer(text)` also accepts bare answers ("3/4", "(1, 2)", "$\\frac{3}{4}$"):
-  text containing a box or a think tag goes through `extract_answer`; other text of at most
-  `MAX_BARE_ANSWER_CHARS` (300) characters is the answer itself (math delimiters `$..$`,
-  `\\(..\\)`, `\\[..\\]` stripped); longer unboxed text is a completion that gave no answer.
-  `Verifier.check` and the CLI accept either kind of prediction through this function.
+Extraction (`lib.answers`)
+--------------------------
+Where the final answer is in a completion is `lib.answers`' business, under one of two named
+policies: `strict` (the recipe's trained format, the last box after `</think>`; the RL reward
+and the recipe's own evaluation use it, `Verifier(extract="strict")`, the default) and
+`lenient` (outputs from anywhere: boxes, several boxes as one answer, answer phrases in common
+languages, the last expression, multiple-choice letters in prose; the CLI's default). Either
+way a prediction may be a whole completion or a bare answer ("3/4", "$\\frac{3}{4}$").
 
 Checking (`Verifier.check`, `check`)
 ------------------------------------
@@ -28,6 +22,11 @@ symmetric (gold `1 < x < 2` accepts the prediction `(1,2)`, gold `(1,2)` rejects
 prediction `1 < x < 2`). Both sides are wrapped as `\\boxed{...}` before parsing so that LaTeX
 answers and plain ones ("3/4") parse the same way. A gold that is a single letter A-E (GPQA,
 MATH's `\\text{(C)}`) is compared as a multiple-choice letter, in the parent, without sympy.
+Under the lenient policy an unboxed completion is searched by math-verify's own extraction
+(`LatexExtractionConfig(boxed_match_priority=0)`, `ExprExtractionConfig()`) inside the checker,
+under the same deadline, and a bare answer that math-verify reads differently unwrapped ("1,22"
+as the decimal 1.22 rather than the set {1, 22}) is tried both ways; gold too. A gold that is a
+letter, or a letter with its option's text ("(D) Alina"), is compared as a choice.
 The result is a frozen `Check(equal, answer, checker, reason)`:
 
 =========================================  ==========  ===============  =====================
@@ -106,10 +105,11 @@ falls back to in-process checking with a warning.
 
 CLI
 ---
-`python -m lib.verify --jsonl FILE [--out OUT.jsonl] [--workers N] [--timeout S]
-[--judge rule|none] [--skip-bad [--rejects R.jsonl]]`: rows with `gold` and `prediction`
+`python -m lib.verify --jsonl FILE [--out OUT.jsonl] [--extract lenient|strict] [--workers N]
+[--timeout S] [--judge rule|none] [--skip-bad [--rejects R.jsonl]]`: rows with `gold` and `prediction`
 (optional `id`, `problem`) in, the same rows plus `equal`, `answer`, `checker`, `reason` out;
-a summary line on stderr. A malformed row stops the run with its line number (exit code 2)
+a summary line on stderr naming the extraction policy (default lenient: the CLI grades outputs
+that this recipe did not produce). A malformed row stops the run with its line number (exit code 2)
 unless `--skip-bad`, which writes it to the rejects file and goes on.
 """
 
@@ -132,15 +132,24 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+from lib.answers import (
+    BOX_CMD_RE,
+    POLICIES,
+    choice_letter,
+    extract,
+    last_boxed,
+    lenient_choice,
+    lenient_gold_choice,
+    prediction_to_answer,
+    strip_math_delimiters,
+)
 
 # Pre-filter caps (see module docstring for the numbers behind them).
 MAX_ANSWER_CHARS = 1_000
 MAX_NESTING = 12
-# Unboxed text up to this long is taken as a bare answer ("3/4", a 2x2 matrix); the longest
-# MATH-500 answer has 53 characters.
-MAX_BARE_ANSWER_CHARS = 300
 DEFAULT_TIMEOUT_S = 5.0
 # Extra time the parent gives a worker after the in-worker soft deadline before killing it.
 DEFAULT_KILL_GRACE_S = 1.0
@@ -173,152 +182,9 @@ class Check:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Extraction
-# ---------------------------------------------------------------------------------------------
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-_BOX_CMD_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-# An escape (`\{`, `\\`) is consumed whole so that `\{` is not a brace but `\\{` is.
-_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
-_MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
-
-
-def answer_region(completion: str) -> str | None:
-    """The part of a completion where the final answer may be, or None if there is none.
-
-    After the last `</think>`; the whole text when there is no think tag at all; None when a
-    `<think>` is never closed (that includes a `<think>` reopened after the last `</think>`).
-    """
-    if THINK_CLOSE in completion:
-        region = completion.rsplit(THINK_CLOSE, 1)[1]
-        return None if THINK_OPEN in region else region
-    if THINK_OPEN in completion:
-        return None
-    return completion
-
-
-def _matching_braces(text: str, start: int) -> dict[int, int]:
-    """Map each `{` at or after `start` to its matching `}` in one linear pass (escapes skipped).
-
-    Linear so that a 1 MB string of unbalanced `\\boxed{` costs one scan, not one per box.
-    """
-    stack: list[int] = []
-    pairs: dict[int, int] = {}
-    for m in _BRACE_TOKEN_RE.finditer(text, start):
-        tok = m.group()
-        if tok == "{":
-            stack.append(m.start())
-        elif tok == "}" and stack:
-            pairs[stack.pop()] = m.start()
-    return pairs
-
-
-def _boxed_contents(text: str) -> list[tuple[int, str]]:
-    """(end position, content) of every complete `\\boxed{...}` / `\\fbox{...}` (incomplete skipped)."""
-    commands = list(_BOX_CMD_RE.finditer(text))
-    if not commands:
-        return []
-    pairs = _matching_braces(text, commands[0].start())
-    out = []
-    for m in commands:
-        i = m.end()
-        while i < len(text) and text[i] in " \t":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            close = pairs.get(i)
-            if close is not None:
-                out.append((close, text[i + 1 : close]))
-        elif i > m.end() and i < len(text):
-            # `\boxed 5` (TeX allows a single token argument); stop at space or math delimiter.
-            token = re.match(r"[^\s$]+", text[i:])
-            if token:
-                out.append((i + token.end(), token.group()))
-    return out
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the box that ends last in `text` (the outer one when boxes nest), non-empty.
-
-    `\\boxed{\\boxed{x}}` unwraps to `x`; in `\\boxed{1 + \\fbox{2}}` the answer is `1 + \\fbox{2}`.
-    """
-    for _, content in sorted(_boxed_contents(text), reverse=True):
-        content = content.strip()
-        while (inner := _whole_box(content)) is not None:  # \boxed{\boxed{5}} -> 5
-            content = inner.strip()
-        if content:
-            return content
-    return None
-
-
-def _whole_box(s: str) -> str | None:
-    """If all of `s` is one `\\boxed{...}`, its content; else None (`\\boxed{a}{b}` is not)."""
-    m = _BOX_CMD_RE.match(s)
-    if not m:
-        return None
-    i = m.end()
-    while i < len(s) and s[i] in " \t":
-        i += 1
-    if i < len(s) and s[i] == "{" and _matching_braces(s, i).get(i) == len(s) - 1:
-        return s[i + 1 : -1]
-    return None
-
-
-def extract_answer(completion: str) -> str | None:
-    """The final answer of a completion: the last box after the reasoning block, or None.
-
-    See the module docstring for the exact rules. Never raises on odd text; raises TypeError
-    if `completion` is not a string.
-    """
-    if not isinstance(completion, str):
-        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
-    region = answer_region(completion)
-    return None if region is None else last_boxed(region)
-
-
-def strip_math_delimiters(text: str) -> str:
-    s = text.strip()
-    for left, right in _MATH_DELIMS:
-        if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
-            return s[len(left) : len(s) - len(right)].strip()
-    return s
-
-
-def prediction_to_answer(text: str) -> str | None:
-    """Answer from either a whole completion (box / think tags present) or a bare answer.
-
-    Text with no box and no think tag is a bare answer only if it is at most
-    `MAX_BARE_ANSWER_CHARS` long; a longer one is a completion that forgot to box its answer
-    (None: no answer), not a 2,000-character "answer" to be parsed.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"prediction must be a str, got {type(text).__name__}")
-    if THINK_OPEN in text or THINK_CLOSE in text or _BOX_CMD_RE.search(text):
-        return extract_answer(text)
-    answer = strip_math_delimiters(text)
-    if len(answer) > MAX_BARE_ANSWER_CHARS:
-        return None
-    return answer or None
-
-
 def _clip(s: str, keep: int = 200) -> str:
     """Keep result rows small: an absurd 1 MB "answer" is stored as its first 200 characters."""
     return s if len(s) <= keep else s[:keep] + f"...[{len(s) - keep} more chars]"
-
-
-def _why_no_answer(prediction: str) -> str:
-    if THINK_OPEN in prediction and answer_region(prediction) is None:
-        return "unclosed_think"
-    if not prediction.strip():
-        return "empty"
-    if not _BOX_CMD_RE.search(prediction) and len(prediction.strip()) > MAX_BARE_ANSWER_CHARS:
-        return "no_box"
-    if _BOX_CMD_RE.search(prediction) and THINK_CLOSE in prediction:
-        region = answer_region(prediction) or ""
-        if not _BOX_CMD_RE.search(region):
-            return "box_only_in_think"
-    return "no_answer"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,32 +210,6 @@ def prefilter(s: str, max_chars: int = MAX_ANSWER_CHARS, max_nesting: int = MAX_
         return "too_long"
     if nesting_depth(s) > max_nesting:
         return "too_deep"
-    return None
-
-
-_CHOICE_RE = re.compile(
-    r"^\s*(?:\\text(?:bf)?\{\s*)?(?:option\s*|choice\s*)?\(?\s*([A-Ea-e])\s*\)?[.:]?\s*\}?\s*$"
-)
-# A prediction may repeat the option text after its letter: `(B) 5`, `\textbf{(B) } 5`, `B) 5`.
-_CHOICE_WITH_TEXT_RE = re.compile(r"^\s*(?:\\text(?:bf)?\{\s*)?(?:\(([A-E])\)|([A-E])\))")
-
-
-def choice_letter(s: str, *, gold: bool = False) -> str | None:
-    """`A`, `(A)`, `\\text{(A)}`, `\\textbf{B}`, `C)` -> the upper-case letter; anything else None.
-
-    For a gold only a bare upper-case letter counts (a lower-case `e` is more likely Euler's
-    number); a prediction may also be a letter in parentheses followed by the option's text.
-    """
-    m = _CHOICE_RE.match(s)
-    if m:
-        letter = m.group(1)
-        if gold and not letter.isupper():
-            return None
-        return letter.upper()
-    if not gold:
-        m = _CHOICE_WITH_TEXT_RE.match(s)
-        if m and len(set(re.findall(r"\(([A-E])\)|\b([A-E])\)", s)) - {("", "")}) <= 1:
-            return m.group(1) or m.group(2)  # exactly one letter named: "(A) or (B)" is a hedge
     return None
 
 
@@ -432,6 +272,77 @@ def math_verify_check(gold: str, answer: str) -> tuple[bool | None, str]:
     return bool(equal), "equal" if equal else "not_equal"
 
 
+def _parse_text(text: str) -> list:
+    """math-verify's own extraction on unwrapped text: boxed first, then "final answer is",
+    "answer:", the last LaTeX, the last number/expression (its priorities, not ours)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(
+        text,
+        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=None,  # type: ignore[arg-type]  # our deadline, see module docstring
+    )
+
+
+@lru_cache(maxsize=8192)
+def _parse_gold_text(gold: str) -> tuple:
+    return tuple(_parse_text(gold))
+
+
+def _read_both_ways(text: str, search: bool) -> bool:
+    """Also read a bare answer unwrapped? Only a plain number with separators: "1,22" is the
+    decimal 1.22 unwrapped but the set {1, 22} boxed, whereas "(1, 2)" or "a + 3z = 0" unwrapped
+    is just its last number."""
+    return search or re.fullmatch(r"\s*[-+]?[\d][\d\s.,]*\s*", text) is not None
+
+
+def math_verify_check_lenient(
+    gold: str, answer: str, gold_search: bool = False, answer_search: bool = False
+) -> tuple[bool | None, str, str | None]:
+    """(equal, reason, answer found) under the lenient policy, gold first; callers bound its time.
+
+    A side marked `search` is text that math-verify's own extraction searches (unwrapped); a
+    bare answer is read boxed, and if that does not match, unwrapped as well. The third element
+    is the answer math-verify found in a searched prediction (None for a bare one).
+    """
+    from math_verify import verify
+
+    _quiet_math_verify()
+
+    def golds():
+        if not gold_search:
+            # Read in math mode first, as math-verify reads a gold: boxed, `a + 3z = 0` would
+            # collapse to its right-hand side and accept a bare `0`.
+            yield list(_parse_gold_text("$" + gold + "$")) or list(_parse_gold(gold))
+        if _read_both_ways(gold, gold_search):
+            yield list(_parse_gold_text(gold))
+
+    def preds():
+        if not answer_search:
+            yield _parse(answer)
+        if _read_both_ways(answer, answer_search):
+            yield _parse_text(answer)
+
+    pred_variants = [p for p in preds() if p]
+    shown = None
+    if answer_search and pred_variants:
+        found = pred_variants[0]
+        shown = found[-1] if isinstance(found[-1], str) else str(found[0])
+    any_gold = False
+    for g in golds():
+        if not g:
+            continue
+        any_gold = True
+        for p in pred_variants:
+            if verify(g, p, timeout_seconds=None):  # type: ignore[arg-type]
+                return True, "equal", shown
+    if not any_gold:
+        return None, "gold_unparsable", shown
+    if not pred_variants:
+        return False, "answer_unparsable", shown
+    return False, "not_equal", shown
+
+
 @contextmanager
 def _soft_deadline(seconds: float):
     """Raise `_Deadline` in the main thread after `seconds` (SIGALRM via setitimer, sub-second)."""
@@ -459,8 +370,8 @@ def _run_bounded(check_fn: Callable, gold: str, answer: str, timeout_s: float) -
         )
     try:
         with _soft_deadline(timeout_s):
-            equal, reason = check_fn(gold, answer)
-        return equal, "math_verify", reason
+            equal, reason, *found = check_fn(gold, answer)
+        return (equal, "math_verify", reason, *found)
     except _Deadline:
         return None, "deadline", f"timeout: over {timeout_s:g} s"
     except Exception as e:  # noqa: BLE001 - any failure of the checker is "cannot verify"
@@ -481,8 +392,8 @@ def _worker_main(conn, check_fn: Callable, timeout_s: float) -> None:
                 return
             if task is None:
                 return
-            index, gold, answer = task
-            conn.send((index, _run_bounded(check_fn, gold, answer, timeout_s)))
+            index, gold, answer, fn = task
+            conn.send((index, _run_bounded(fn or check_fn, gold, answer, timeout_s)))
     except (BrokenPipeError, EOFError, OSError, KeyboardInterrupt):
         return
 
@@ -519,7 +430,7 @@ def normalize_answer(s: str) -> str:
     `2{,}125` -> `2,125`; collapses spaces; lower-cases purely alphabetic words.
     """
     t = strip_math_delimiters(s)
-    inner = last_boxed(t) if _BOX_CMD_RE.search(t) else None
+    inner = last_boxed(t) if BOX_CMD_RE.search(t) else None
     t = inner if inner is not None else t
     t = t.replace("\\left", "").replace("\\right", "")
     t = t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
@@ -752,6 +663,9 @@ class Verifier:
     (input order kept), `equivalent_many(pairs) -> list[bool]` (for majority voting), `stats`,
     `close()` / context manager. Threads sharing one instance are serialised by a lock.
 
+    `extract` names the extraction policy (`lib.answers`): "strict" (default; the recipe's trained
+    format, used by its stages and the RL reward) or "lenient" (outputs from anywhere; the CLI's).
+
     `check_fn` replaces math-verify (tests inject a hanging function to exercise the kill path);
     it must be a top-level, picklable `(gold, answer) -> (equal, reason)`. Inside a daemonic
     process (which may not have children) the Verifier falls back to in-process checking.
@@ -767,7 +681,10 @@ class Verifier:
         max_answer_chars: int = MAX_ANSWER_CHARS,
         max_nesting: int = MAX_NESTING,
         check_fn: Callable[[str, str], tuple[bool | None, str]] = math_verify_check,
+        extract: str = "strict",
     ):
+        if extract not in POLICIES:
+            raise ValueError(f"extract must be one of {POLICIES} (see lib.answers), got {extract!r}")
         if workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = in-process), got {workers}")
         if not timeout_s > 0:
@@ -784,6 +701,7 @@ class Verifier:
         self.max_answer_chars = max_answer_chars
         self.max_nesting = max_nesting
         self.check_fn = check_fn
+        self.extract = extract
         self.stats = VerifierStats()
         self._lock = threading.Lock()
         self._pool: list[_Worker] = []
@@ -839,17 +757,20 @@ class Verifier:
             if self._closed:
                 raise RuntimeError("this Verifier is closed; create a new one")
             results: list[Check | None] = [None] * len(items)
-            jobs: list[tuple[int, str, str]] = []
+            jobs: list[tuple[int, str, str, Callable | None]] = []
             for i, (gold, prediction, _problem) in enumerate(items):
                 decided = self._precheck(gold, prediction)
                 if isinstance(decided, Check):
                     results[i] = decided
+                elif isinstance(decided, tuple):  # lenient: (gold, answer or text, check function)
+                    jobs.append((i, *decided))
                 else:
-                    jobs.append((i, gold, decided))
+                    jobs.append((i, gold, decided, None))
             raw = self._run_jobs(jobs)
-            for i, gold, answer in jobs:
-                equal, checker, reason = raw[i]
-                results[i] = Check(equal, answer, checker, reason)
+            for i, gold, answer, fn in jobs:
+                equal, checker, reason, *found = raw[i]
+                shown = found[0] if found and found[0] is not None else answer
+                results[i] = Check(equal, _clip(shown) if fn is not None else shown, checker, reason)
             final = [self._second_opinion(c, items[i]) for i, c in enumerate(results)]  # type: ignore[arg-type]
             self._count(final)
             return final
@@ -875,11 +796,14 @@ class Verifier:
             )
         return gold, prediction, problem
 
-    def _precheck(self, gold: str, prediction: str) -> Check | str:
+    def _precheck(self, gold: str, prediction: str) -> Check | str | tuple:
         """Decide cheaply in the parent (no answer, prefilter, multiple choice) or return the answer."""
-        answer = prediction_to_answer(prediction)
+        if self.extract == "lenient":
+            return self._precheck_lenient(gold, prediction)
+        found = extract(prediction, "strict")
+        answer = found.answer
         if answer is None:
-            return Check(False, None, "extract", _why_no_answer(prediction))
+            return Check(False, None, "extract", found.reason)
         gold = prediction_to_answer(gold) or ""  # a gold given as "$\\frac12$" or "\\boxed{5}" too
         if not gold:
             return Check(None, answer, "math_verify", "gold_unparsable")
@@ -895,14 +819,38 @@ class Verifier:
             return Check(pred_letter == gold_letter, answer, "choice", "equal" if pred_letter == gold_letter else "not_equal")
         return answer
 
-    def _run_jobs(self, jobs: list[tuple[int, str, str]]) -> dict[int, tuple]:
+    def _precheck_lenient(self, gold: str, prediction: str) -> Check | tuple:
+        """Lenient: decide a choice or a missing answer here, else (gold, answer, check function)."""
+        gold_letter = lenient_gold_choice(gold)
+        if gold_letter is not None:
+            letter = lenient_choice(prediction)
+            if letter is None:
+                found = extract(prediction, "lenient")
+                return Check(False, found.answer and _clip(found.answer), "choice", "not_a_choice")
+            return Check(letter == gold_letter, letter, "choice", "equal" if letter == gold_letter else "not_equal")
+        found = extract(prediction, "lenient")
+        if found.answer is None:
+            return Check(False, None, "extract", found.reason)
+        g = extract(gold, "lenient")
+        if g.answer is None:
+            return Check(None, _clip(found.answer), "math_verify", "gold_unparsable")
+        for side, text, search in (("gold", g.answer, g.search), ("answer", found.answer, found.search)):
+            why = None if search else prefilter(text, self.max_answer_chars, self.max_nesting)
+            if why:
+                return Check(None, _clip(found.answer), "prefilter", f"{why}: {side}")
+        fn = self.check_fn
+        if fn is math_verify_check:
+            fn = partial(math_verify_check_lenient, gold_search=g.search, answer_search=found.search)
+        return g.answer, found.answer, fn
+
+    def _run_jobs(self, jobs: list[tuple[int, str, str, Callable | None]]) -> dict[int, tuple]:
         if not jobs:
             return {}
         if not self.workers:
-            return {i: _run_bounded(self.check_fn, g, a, self.timeout_s) for i, g, a in jobs}
+            return {i: _run_bounded(fn or self.check_fn, g, a, self.timeout_s) for i, g, a, fn in jobs}
         return self._run_pool(jobs)
 
-    def _run_pool(self, jobs: list[tuple[int, str, str]]) -> dict[int, tuple]:
+    def _run_pool(self, jobs: list[tuple[int, str, str, Callable | None]]) -> dict[int, tuple]:
         """Dispatch to the workers, PIPELINE_DEPTH tasks each; kill a worker past its deadline.
 
         A second task waits in the worker's pipe so that the worker does not sit idle while the
@@ -1052,6 +1000,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.verify", description=__doc__.split("\n")[0])
     ap.add_argument("--jsonl", required=True, help="input rows with 'gold' and 'prediction' (optional 'id', 'problem')")
     ap.add_argument("--out", help="output JSONL (default: stdout)")
+    ap.add_argument(
+        "--extract",
+        choices=POLICIES,
+        default="lenient",
+        help="answer extraction policy (lib.answers): lenient (default; outputs from anywhere) or "
+        "strict (the recipe's trained format: the last \\boxed{} after </think>)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="worker processes (0 = in-process)")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per check")
     ap.add_argument("--judge", choices=("rule", "none"), default="rule", help="second opinion on rejections")
@@ -1080,7 +1035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped {len(bad)} malformed rows -> {rejects}", file=sys.stderr)
 
     t0 = time.perf_counter()
-    with Verifier(workers=args.workers, timeout_s=args.timeout, judge=_judge_from_name(args.judge)) as v:
+    judge = _judge_from_name(args.judge)
+    with Verifier(workers=args.workers, timeout_s=args.timeout, judge=judge, extract=args.extract) as v:
         checks = v.check_many([(r["gold"], r["prediction"], r.get("problem")) for r in rows])
         stats = v.stats
     elapsed = time.perf_counter() - t0
@@ -1093,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             out.close()
     print(
-        f"rows {len(rows)} | correct {stats.correct} | incorrect {stats.incorrect} | "
+        f"extract {args.extract} | rows {len(rows)} | correct {stats.correct} | incorrect {stats.incorrect} | "
         f"unverifiable {stats.unverifiable} | recovered by second opinion {stats.judge_recovered} | "
         f"malformed {len(bad)} | {len(rows) / max(elapsed, 1e-9):,.1f} checks/s",
         file=sys.stderr,

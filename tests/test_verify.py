@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lib import answers as A
 from lib import verify as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +97,12 @@ def pool():
     ],
 )
 def test_extract_answer(completion, expected):
-    assert V.extract_answer(completion) == expected
+    assert A.extract_answer(completion) == expected
 
 
 def test_extract_answer_rejects_non_strings():
     with pytest.raises(TypeError, match="must be a str"):
-        V.extract_answer(None)
+        A.extract_answer(None)
 
 
 @pytest.mark.parametrize(
@@ -116,17 +117,17 @@ def test_extract_answer_rejects_non_strings():
         ("", None),
         ("so \\boxed{5}", "5"),  # a box switches to completion mode
         ("<think>no answer yet", None),
-        ("x" * (V.MAX_BARE_ANSWER_CHARS + 1), None),  # long unboxed text: a completion, no answer
+        ("x" * (A.MAX_BARE_ANSWER_CHARS + 1), None),  # long unboxed text: a completion, no answer
     ],
 )
 def test_prediction_to_answer(text, expected):
-    assert V.prediction_to_answer(text) == expected
+    assert A.prediction_to_answer(text) == expected
 
 
 def test_extraction_of_a_megabyte_is_fast():
     big = "\\boxed{" * 200_000 + "1"  # 1.4 MB of unbalanced boxes: must stay linear
     t0 = time.perf_counter()
-    assert V.extract_answer(big) is None
+    assert A.extract_answer(big) is None
     assert time.perf_counter() - t0 < 5.0
 
 
@@ -523,7 +524,8 @@ def test_cli_end_to_end_and_malformed_row(tmp_path):
 
     out = tmp_path / "out.jsonl"
     rejects = tmp_path / "bad.jsonl"
-    res = _cli("--jsonl", str(src), "--out", str(out), "--workers", "1", "--skip-bad", "--rejects", str(rejects))
+    res = _cli("--jsonl", str(src), "--out", str(out), "--workers", "1", "--skip-bad", "--rejects", str(rejects),
+               "--extract", "strict")
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
@@ -542,10 +544,10 @@ def test_cli_end_to_end_and_malformed_row(tmp_path):
 def test_cli_without_judge_to_stdout(tmp_path):
     src = tmp_path / "rows.jsonl"
     _write_rows(src, GOOD_ROWS)
-    res = _cli("--jsonl", str(src), "--workers", "0", "--judge", "none")
+    res = _cli("--jsonl", str(src), "--workers", "0", "--judge", "none", "--extract", "strict")
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert rows[3]["equal"] is False  # math-verify alone rejects "104."
+    assert rows[3]["equal"] is False  # math-verify alone rejects "104." boxed
 
 
 @pytest.mark.parametrize(
