@@ -33,6 +33,7 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git": artifacts.git_state(),
         "settings": settings,
+        "extract": params.verify.extract,
         "stages": rows,
         "ablations": ablations,
         "rl": _rl_section(run),
@@ -65,6 +66,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+EXTRACT_NOTE = {"strict": "the last \\boxed{} after </think>, the format the models were trained to write",
+                "lenient": "boxed, answer phrases, the last expression or a choice letter, for outputs from anywhere"}
+
+
 def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     """REPORT.md text; ``plots`` maps a plot name to its path relative to the report."""
     plots = plots or {}
@@ -74,7 +79,9 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     out = [f"# Report: run `{report['run']}`", "",
            f"Created {report['created']} at commit `{commit}`. Sampling: {st.get('n_samples')} samples per problem "
            f"at T={st.get('temperature')}, top-p {st.get('top_p')}, up to {st.get('max_new_tokens')} new tokens; "
-           f"pass@1 is the mean of {st.get('n_runs')} runs with a 95% bootstrap interval over problems.", ""]
+           f"pass@1 is the mean of {st.get('n_runs')} runs with a 95% bootstrap interval over problems. "
+           f"Answers were read with the **{report.get('extract', 'strict')}** extraction policy (`verify.extract`: "
+           f"{EXTRACT_NOTE.get(report.get('extract', 'strict'), '')}).", ""]
 
     out += ["## Stage table: pass@1 (%)", ""]
     rows = []

@@ -87,6 +87,11 @@ def test_report_renders_table(smoke_params):
     assert "| base | synthetic | 50 | 80 | 10.0 | 0.0 | 2 |" in md
     # a JSON round trip (string keys) renders the same
     assert report.render_markdown(json.loads(json.dumps(rep)), {"pass_at_k": "07_eval/pass_at_k.png"}) == md
+    # the report says which extraction policy graded its tables
+    assert rep["extract"] == "strict" and "read with the **strict** extraction policy" in md
+    lenient = report.build(smoke_params.model_copy(update={"verify": smoke_params.verify.model_copy(
+        update={"extract": "lenient"})}), {"00_base_model": {"synthetic": summary}}, {})
+    assert "read with the **lenient** extraction policy" in report.render_markdown(lenient)
 
 
 def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
