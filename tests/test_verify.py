@@ -565,3 +565,55 @@ def test_parse_row_errors_name_the_line(line, message):
     with pytest.raises(V.RowError, match=message) as e:
         V.parse_row(line, 7)
     assert "line 7" in str(e.value)
+
+
+def test_plain_number_fast_path_agrees_with_math_verify():
+    """The fast path decides only where math-verify (the oracle, called directly) agrees: equal
+    exact values, or two different integers; everything else goes to math-verify."""
+    import random
+    from fractions import Fraction
+
+    from math_verify import parse, verify
+
+    rng = random.Random(0)
+
+    def show(x: Fraction, style: int) -> str:
+        if style == 0 or x.denominator == 1:
+            return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+        if style == 1:
+            return f"\\frac{{{abs(x.numerator)}}}{{{x.denominator}}}" if x >= 0 else f"-\\frac{{{-x.numerator}}}{{{x.denominator}}}"
+        return f"{float(x):.6f}".rstrip("0")
+
+    decided = 0
+    for _ in range(150):
+        a = Fraction(rng.randint(-50, 50), rng.choice([1, 1, 2, 4, 5, 8]))
+        b = a if rng.random() < 0.5 else a + rng.choice([1, -1, Fraction(1, 2)])
+        gold, answer = show(a, rng.randrange(3)), show(b, rng.randrange(3))
+        fast = V.plain_number_verdict(gold, answer)
+        if fast is None:
+            continue
+        decided += 1
+        oracle = verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + answer + "}"))
+        assert fast == bool(oracle), (gold, answer, fast, oracle)
+    assert decided >= 80  # the path is actually taken
+    assert V.plain_number_verdict("1,22", "1.22") is None  # a separator: math-verify decides
+    assert V.plain_number_verdict("x+1", "2") is None and V.plain_number_verdict("0.5", "0.25") is None
+    assert V.plain_number_verdict("12", "-12") is False and V.plain_number_verdict("+7", "7") is True
+
+
+@pytest.mark.parametrize("extract", ["strict", "lenient"])
+def test_identical_checks_run_once_and_share_their_verdict(extract):
+    calls = []
+
+    def counting_check(gold, answer):
+        calls.append((gold, answer))
+        return V.math_verify_check(gold, answer)
+
+    pairs = [("\\frac{1}{2}", "\\boxed{0.5}"), ("3", "\\boxed{4}"), ("\\frac{1}{2}", "\\boxed{0.5}"),
+             ("\\sqrt{2}", "\\boxed{\\sqrt 2}"), ("3", "\\boxed{4}")]
+    with V.Verifier(workers=0, check_fn=counting_check, extract=extract) as v:
+        got = [c.equal for c in v.check_many(pairs)]
+        assert got == [True, False, True, True, False]
+        assert v.stats.deduplicated == 2 and v.stats.checks == 5
+    if extract == "strict":
+        assert len(calls) == 3  # one check per distinct (gold, answer)
