@@ -207,7 +207,10 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
         raise SystemExit(f"✗ {stage.name} failed after {_fmt_elapsed(time.time() - t0)}: {e.ename}: {e.evalue}\n"
                          f"  the executed notebook with the error (cell {e.exec_count}): {out_nb}") from None
     if not artifacts.is_current(p, stage.name):
-        raise SystemExit(f"✗ {stage.name} ran but did not write a matching {artifacts.MANIFEST} in {d} "
+        if artifacts.read_manifest(d) is not None:
+            raise SystemExit(f"✗ {stage.name} finished, but its inputs changed while it ran (a file in lib/ or "
+                             f"notebooks/ edited during the run?); run the same command again to redo it")
+        raise SystemExit(f"✗ {stage.name} ran but did not write {artifacts.MANIFEST} in {d} "
                          f"(its last cell must call stage.finish(...)); see {out_nb}")
     return time.time() - t0
 
