@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib import evaluation, params as params_mod, rollouts, stages, tagging, teachers
+from lib import evaluation, params as params_mod, rollouts, stages, tagging, teachers, training
 from lib.eval_sets import PRESETS
 from lib.paths import resolve
 
@@ -30,6 +30,15 @@ def eval_spec_problem(spec: str) -> str | None:
     if spec.endswith((".jsonl", ".json")):
         return None if resolve(spec).is_file() else f"evaluation set file not found: {resolve(spec)}"
     return f"unknown evaluation set {spec!r}: use 'synthetic', a .jsonl path, or one of the presets {sorted(PRESETS)}"
+
+
+def launcher_processes(accelerate_config: str | None) -> int:
+    """Processes an accelerate config starts (``num_processes``; 1 without a launcher)."""
+    if not accelerate_config:
+        return 1
+    import yaml
+
+    return int((yaml.safe_load(resolve(accelerate_config).read_text()) or {}).get("num_processes", 1))
 
 
 def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
@@ -82,6 +91,13 @@ def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
                                      "runs in one process so far (its notebook stops); set it to null")
             if cfg is not None and cfg.accelerate_config and not Path(resolve(cfg.accelerate_config)).is_file():
                 raise PreflightError(f"{stage.name}: {section}.accelerate_config not found: {resolve(cfg.accelerate_config)}")
+            if cfg is not None:
+                processes = launcher_processes(cfg.accelerate_config)
+                try:
+                    accum = training.grad_accum_steps(cfg, processes)
+                except training.BatchSizeError as e:
+                    raise PreflightError(f"{stage.name}: {section}: {e}") from None
+                done.append(f"{section}: {cfg.batch_size} x {accum} x {processes} process(es) per step")
     except PreflightError:
         raise
     except (ValueError, TypeError, FileNotFoundError) as e:

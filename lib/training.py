@@ -25,6 +25,34 @@ from lib.packing import packed_trainer
 from lib.params import Train
 
 
+class BatchSizeError(ValueError):
+    """A global batch that the processes and the per-device batch cannot make exactly."""
+
+
+def world_size() -> int:
+    """Processes training together: ``WORLD_SIZE`` as ``accelerate launch``/torchrun set it, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def grad_accum_steps(cfg: Train, processes: int | None = None) -> int:
+    """Micro-batches per optimizer step: ``cfg.grad_accum``, or derived from ``cfg.global_batch_size``
+    (global = batch_size x grad_accum x processes) when that is set."""
+    processes = processes or world_size()
+    if cfg.global_batch_size is None:
+        return cfg.grad_accum
+    per_step = cfg.batch_size * processes
+    if cfg.global_batch_size % per_step:
+        raise BatchSizeError(
+            f"global_batch_size={cfg.global_batch_size} is not a multiple of batch_size={cfg.batch_size} x "
+            f"{processes} process(es) = {per_step}; change batch_size or global_batch_size (or the processes)")
+    steps = cfg.global_batch_size // per_step
+    if cfg.grad_accum not in (1, steps):
+        raise BatchSizeError(f"grad_accum={cfg.grad_accum} contradicts global_batch_size={cfg.global_batch_size} "
+                             f"(batch_size {cfg.batch_size} x {processes} process(es) needs {steps}); leave grad_accum "
+                             "at 1 when global_batch_size is set")
+    return steps
+
+
 def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
     """Arguments every TRL trainer config of the recipe shares (SFT, DPO), tuned for the device."""
     on_cuda = device.type == "cuda"
@@ -33,7 +61,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        gradient_accumulation_steps=grad_accum_steps(cfg),
         learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)

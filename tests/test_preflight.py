@@ -37,6 +37,8 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
      "06_rl: rl.eval_set: evaluation set file not found"),
     (["dpo.accelerate_config=configs/accelerate_cpu_2proc.yaml"], "05", "dpo.accelerate_config is set"),
     (["sft.accelerate_config=configs/nope.yaml"], "04", "sft.accelerate_config not found"),
+    (["mid_train.accelerate_config=configs/accelerate_cpu_2proc.yaml", "mid_train.batch_size=3",
+      "mid_train.global_batch_size=16"], "03", "global_batch_size=16 is not a multiple of batch_size=3 x 2 process"),
     (["problems.source=jsonl", "problems.dataset=nowhere.jsonl"], "01", "problems.dataset not found"),
     (["problems.source=jsonl", "problems.dataset=README.md", "problems.field_map={question: q}"], "01",
      "problems.field_map maps unknown field(s) ['question']"),

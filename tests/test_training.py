@@ -105,3 +105,33 @@ def test_lr_schedule_follows_params(smoke_params, tiny_tokenizer, rows, tmp_path
         assert lrs[-1] == pytest.approx(1e-3)
     else:
         assert lrs[-1] < 0.2e-3 and lrs == sorted(lrs, reverse=True)
+
+
+@pytest.mark.parametrize("batch,accum,global_batch,processes,expected", [
+    (2, 8, None, 8, 8),        # no global batch: grad_accum as given
+    (2, 1, 128, 8, 8),         # the paper: 128 = 2 x 8 x 8 GPUs
+    (2, 1, 128, 2, 32),        # the same global batch on 2 processes accumulates more
+    (16, 1, 16, 1, 1),
+    (2, 8, 128, 8, 8),         # a consistent grad_accum is accepted
+])
+def test_grad_accum_is_derived_from_the_global_batch(smoke_params, batch, accum, global_batch, processes, expected):
+    from lib.training import grad_accum_steps
+
+    cfg = smoke_params.sft.model_copy(update={"batch_size": batch, "grad_accum": accum, "global_batch_size": global_batch})
+    assert grad_accum_steps(cfg, processes) == expected
+
+
+def test_an_impossible_global_batch_is_refused_by_name(smoke_params, monkeypatch):
+    from lib.training import BatchSizeError, grad_accum_steps, trainer_kwargs
+
+    cfg = smoke_params.sft.model_copy(update={"batch_size": 3, "global_batch_size": 128})
+    with pytest.raises(BatchSizeError, match=r"global_batch_size=128 is not a multiple of batch_size=3 x 2 process"):
+        grad_accum_steps(cfg, 2)
+    bad = smoke_params.sft.model_copy(update={"batch_size": 2, "grad_accum": 4, "global_batch_size": 128})
+    with pytest.raises(BatchSizeError, match="grad_accum=4 contradicts global_batch_size=128"):
+        grad_accum_steps(bad, 8)
+    # the trainer config reads the launcher's WORLD_SIZE
+    ok = smoke_params.sft.model_copy(update={"batch_size": 2, "global_batch_size": 8})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    kw = trainer_kwargs(ok, "/tmp/x", device=torch.device("cpu"), dtype=torch.float32, seed=0)
+    assert kw["gradient_accumulation_steps"] == 2
