@@ -37,8 +37,9 @@ def make_verifier(v, judge_backend=None) -> Verifier:
                                             max_retries=v.judge_max_retries, temperature=0.0, max_tokens=1024,
                                             progress=False)
         judge = LLMJudge(judge_backend.complete, name=getattr(judge_backend, "name", "llm"))
-    else:
-        judge = RuleJudge() if v.second_opinion == "rule" else None
+        return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge, extract=v.extract,
+                        judge_concurrency=v.judge_max_concurrency, judge_max_failure_share=v.judge_max_failure_share)
+    judge = RuleJudge() if v.second_opinion == "rule" else None
     return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge, extract=v.extract)
 
 

@@ -130,6 +130,7 @@ class Tagging(Section):
         description="Evaluation sets whose problems are removed from training (n-gram overlap); must cover eval.benchmarks.")
     ngram: int = Field(13, ge=1, description="n of the word n-grams compared (13 is the common choice for real text).")
     threshold: float = Field(0.0, ge=0, le=1, description="Share of a problem's n-grams found in a real eval set that marks it contaminated (0: any shared n-gram).")
+    max_failure_share: float = Field(0.1, ge=0, le=1, description="LLM tagger: more than this share of problems with no answer from the server (after retries) stops the stage with TaggerOutageError instead of writing empty tags.")
     synthetic_threshold: float = Field(1.0, ge=0, le=1, description="Same for the synthetic test set, whose problems share templates: 1.0 removes exact copies only.")
 
 
@@ -311,6 +312,7 @@ class Verify(Section):
     judge_max_concurrency: int = Field(8, ge=1, description="LLM judge: requests in flight at once.")
     judge_timeout_s: float = Field(60.0, gt=0, description="LLM judge: seconds per request before it is retried.")
     judge_max_retries: int = Field(4, ge=0, description="LLM judge: retries per request, with exponential backoff.")
+    judge_max_failure_share: float = Field(0.1, ge=0, le=1, description="LLM judge: a batch in which more than this share of judge calls fail (after retries) stops the stage with JudgeOutageError; the work written so far is kept.")
 
     @model_validator(mode="after")
     def _check(self):

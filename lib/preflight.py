@@ -60,12 +60,8 @@ def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
             if hasattr(t, "close"):
                 t.close()
         if "tagging" in names:
-            if q.tagging.tagger == "llm":
-                t = teachers.from_params(q.teacher, seed=q.run.seed, progress=False)
-                tagging.LLMTagger(t.complete)
-                done.append(f"LLM tagger through {t.name}")
-            else:
-                done.append("rule tagger")
+            tagger = tagging.from_params(q.tagging, q.teacher, seed=q.run.seed)
+            done.append(f"LLM tagger, {tagger.max_concurrency} at a time" if q.tagging.tagger == "llm" else "rule tagger")
             for spec in q.tagging.decontaminate_against:
                 if (why := eval_spec_problem(spec)) is not None:
                     raise PreflightError(f"{stage.name}: tagging.decontaminate_against: {why}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
@@ -386,11 +387,14 @@ class LLMTagger:
     """
 
     def __init__(self, complete: Callable[[str], str], prompt: str = TAG_PROMPT, retries: int = 0,
-                 keep_failures: int = 20):
+                 keep_failures: int = 20, max_concurrency: int = 1, max_failure_share: float = 1.0):
         if PROMPT_PLACEHOLDER not in prompt:
             raise ValueError(f"prompt must contain the placeholder {PROMPT_PLACEHOLDER!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+        if retries < 0 or max_concurrency < 1 or not 0.0 <= max_failure_share <= 1.0:
+            raise ValueError(f"need retries >= 0, max_concurrency >= 1, max_failure_share in [0, 1]; got "
+                             f"{retries}, {max_concurrency}, {max_failure_share}")
+        self.max_concurrency, self.max_failure_share = int(max_concurrency), float(max_failure_share)
+        self._lock = threading.Lock()
         self.complete = complete
         self.prompt = prompt
         self.retries = retries
@@ -402,6 +406,10 @@ class LLMTagger:
         return self.prompt.replace(PROMPT_PLACEHOLDER, problem_text)
 
     def _fail(self, kind: str, problem_text: str, reason: str, reply: str | None = None) -> None:
+        with self._lock:
+            self._record_failure(kind, problem_text, reason, reply)
+
+    def _record_failure(self, kind: str, problem_text: str, reason: str, reply: str | None) -> None:
         self.counts[kind] += 1
         if len(self.failures) < self.keep_failures:
             self.failures.append({"kind": kind, "problem": problem_text[:200], "reason": reason,
@@ -425,13 +433,49 @@ class LLMTagger:
                 missing = "domain" if domain is None else "difficulty"
                 self._fail("partial", problem_text, f"no valid {missing}", reply)
                 return Tags(domain, difficulty, rule="llm:partial", error=f"no valid {missing}")
-            self.counts["ok"] += 1
+            with self._lock:
+                self.counts["ok"] += 1
             return Tags(domain, difficulty, rule="llm")
         self._fail(last_kind, problem_text, last_reason, last_reply)
         return Tags(None, None, rule=f"llm:{last_kind}", error=last_reason)
 
     def tag_many(self, texts: Iterable[str]) -> list[Tags]:
-        return [self.tag(t) for t in texts]
+        """Tags for many texts, ``max_concurrency`` requests at a time, in input order. When more than
+        ``max_failure_share`` of them got no answer at all (``complete`` raised on every try: the
+        server is down), raise :class:`TaggerOutageError` rather than return a table of empty tags."""
+        texts = list(texts)
+        errors_before = self.counts["error"]
+        if self.max_concurrency > 1 and len(texts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(texts)), thread_name_prefix="tagger") as pool:
+                out = list(pool.map(self.tag, texts))
+        else:
+            out = [self.tag(t) for t in texts]
+        failed = self.counts["error"] - errors_before
+        if failed and failed > self.max_failure_share * len(texts):
+            example = next((f["reason"] for f in reversed(self.failures) if f["kind"] == "error"), "")
+            raise TaggerOutageError(
+                f"the LLM tagger got no answer for {failed} of {len(texts)} problems (more than "
+                f"{self.max_failure_share:.0%}, tagging.max_failure_share); last error: {example[:200]}. "
+                "Is the server up? Fix it and rerun the stage")
+        return out
+
+
+class TaggerOutageError(RuntimeError):
+    """Too many LLM tagger calls got no answer: the server behind it is down or failing."""
+
+
+def from_params(tagging_section, teacher_section, seed: int):
+    """The tagger params ``tagging.tagger`` names: the rule tagger, or the LLM tagger through the
+    teacher's client with the teacher's concurrency and ``tagging.max_failure_share``."""
+    if tagging_section.tagger == "rule":
+        return RuleTagger()
+    from lib import teachers
+
+    t = teachers.from_params(teacher_section, seed=seed, progress=False)
+    return LLMTagger(t.complete, max_concurrency=teacher_section.max_concurrency,
+                     max_failure_share=tagging_section.max_failure_share)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +506,8 @@ def tag_rollouts(df: pd.DataFrame, tagger, length: str = "auto", problem_col: st
     _require(df, [problem_col, text_col] + (["n_tokens"] if length == "tokens" else []), fn)
     out = df.copy()
     problems = out[problem_col].astype(str)
-    tags = {p: tagger.tag(p) for p in pd.unique(problems)}
+    unique = list(pd.unique(problems))
+    tags = dict(zip(unique, tagger.tag_many(unique)))
     out["tag_domain"] = problems.map(lambda p: tags[p].domain).astype(object)
     out["tag_difficulty"] = problems.map(lambda p: tags[p].difficulty).astype(object)
     out["repetitive"] = [bool(isinstance(t, str) and is_repetitive(t)) for t in out[text_col]]

@@ -610,18 +610,23 @@ class LLMJudge:
     calls: int = 0
     errors: int = 0
     unparseable: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
-        self.calls += 1
+        """Safe to call from several threads at once (the Verifier asks ``judge_concurrency`` at a time)."""
+        with self._lock:
+            self.calls += 1
         text = self.prompt.format(problem=problem or "(not given)", gold=gold, answer=answer)
         try:
             reply = self.complete(text)
-        except Exception:  # noqa: BLE001 - a flaky API must not crash an evaluation
-            self.errors += 1
+        except Exception:  # noqa: BLE001 - counted; the Verifier stops a batch where too many fail
+            with self._lock:
+                self.errors += 1
             return None
         verdict = parse_verdict(reply) if isinstance(reply, str) else None
         if verdict is None:
-            self.unparseable += 1
+            with self._lock:
+                self.unparseable += 1
         return verdict
 
 
@@ -680,6 +685,10 @@ def _shutdown(workers: list[_Worker]) -> None:
 Pair = tuple  # (gold, prediction) or (gold, prediction, problem)
 
 
+class JudgeOutageError(RuntimeError):
+    """Too many second-opinion calls failed in one batch: the judge (an LLM server) is not answering."""
+
+
 class Verifier:
     """Time-bounded answer checker, in worker processes (`workers>=1`) or in-process (`workers=0`).
 
@@ -710,6 +719,8 @@ class Verifier:
         max_nesting: int = MAX_NESTING,
         check_fn: Callable[[str, str], tuple[bool | None, str]] = math_verify_check,
         extract: str = "strict",
+        judge_concurrency: int = 1,
+        judge_max_failure_share: float = 1.0,
     ):
         if extract not in POLICIES:
             raise ValueError(f"extract must be one of {POLICIES} (see lib.answers), got {extract!r}")
@@ -719,6 +730,9 @@ class Verifier:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
         if judge is not None and not isinstance(judge, Judge):
             raise TypeError(f"judge must have .name and .judge(problem, gold, answer, completion); got {judge!r}")
+        if judge_concurrency < 1 or not 0.0 <= judge_max_failure_share <= 1.0:
+            raise ValueError(f"need judge_concurrency >= 1 and judge_max_failure_share in [0, 1]; got "
+                             f"{judge_concurrency}, {judge_max_failure_share}")
         if workers > 0 and mp.current_process().daemon:
             warnings.warn("Verifier inside a daemonic process cannot start workers; checking in-process.")
             workers = 0
@@ -730,6 +744,8 @@ class Verifier:
         self.max_nesting = max_nesting
         self.check_fn = check_fn
         self.extract = extract
+        self.judge_concurrency = int(judge_concurrency)
+        self.judge_max_failure_share = float(judge_max_failure_share)
         self.stats = VerifierStats()
         self._lock = threading.Lock()
         self._pool: list[_Worker] = []
@@ -799,7 +815,7 @@ class Verifier:
                 equal, checker, reason, *found = raw[i]
                 shown = found[0] if found and found[0] is not None else answer
                 results[i] = Check(equal, _clip(shown) if fn is not None else shown, checker, reason)
-            final = [self._second_opinion(c, items[i]) for i, c in enumerate(results)]  # type: ignore[arg-type]
+            final = self._second_opinions(results, items)  # type: ignore[arg-type]
             self._count(final)
             return final
 
@@ -960,22 +976,49 @@ class Verifier:
         self.stats.workers_killed += 1
         self._requeue_and_replace(w, pending)
 
-    def _second_opinion(self, c: Check, item: tuple[str, str, str | None]) -> Check:
-        if self.judge is None or c.equal is not False or c.answer is None or c.checker != "math_verify":
-            return c
-        gold, prediction, problem = item
-        self.stats.judge_calls += 1
-        try:
-            verdict = self.judge.judge(problem, gold, c.answer, prediction)
-        except Exception:  # noqa: BLE001 - a judge failure leaves the rejection standing
-            verdict = None
-        if verdict is None:
-            self.stats.judge_failed += 1
-            return c
-        if verdict:
-            self.stats.judge_recovered += 1
-            return Check(True, c.answer, f"judge:{self.judge.name}", f"recovered: math_verify said {c.reason}")
-        return c
+    def _second_opinions(self, checks: list[Check], items: list[tuple[str, str, str | None]]) -> list[Check]:
+        """The judge re-examines math-verify's rejections, ``judge_concurrency`` at a time. A failed
+        call leaves the rejection standing; more failures than ``judge_max_failure_share`` of this
+        batch's calls (an endpoint down) raise :class:`JudgeOutageError` instead of passing silently."""
+        todo = [i for i, c in enumerate(checks) if self.judge is not None and c.equal is False
+                and c.answer is not None and c.checker == "math_verify"]
+        if not todo:
+            return checks
+
+        raised = []
+
+        def ask(i: int) -> bool | None:
+            gold, prediction, problem = items[i]
+            try:
+                return self.judge.judge(problem, gold, checks[i].answer, prediction)
+            except Exception as e:  # noqa: BLE001 - counted below; the rejection stands
+                raised.append(e)
+                return None
+
+        errors_before = getattr(self.judge, "errors", 0)  # LLMJudge counts its failed calls itself
+
+        if self.judge_concurrency > 1 and len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.judge_concurrency, len(todo)), thread_name_prefix="judge") as pool:
+                verdicts = list(pool.map(ask, todo))
+        else:
+            verdicts = [ask(i) for i in todo]
+        self.stats.judge_calls += len(todo)
+        self.stats.judge_failed += sum(v is None for v in verdicts)  # no verdict: failed, unsure or unparseable
+        failed = len(raised) + getattr(self.judge, "errors", 0) - errors_before  # calls that did not get through
+        if failed and failed > self.judge_max_failure_share * len(todo):
+            raise JudgeOutageError(
+                f"the {self.judge.name} judge failed on {failed} of {len(todo)} calls in this batch (more than "
+                f"{self.judge_max_failure_share:.0%}, verify.judge_max_failure_share): is its server up? "
+                "Fix it and rerun (finished work is kept), or raise the share to accept unjudged rejections")
+        out = list(checks)
+        for i, verdict in zip(todo, verdicts):
+            if verdict:
+                self.stats.judge_recovered += 1
+                c = checks[i]
+                out[i] = Check(True, c.answer, f"judge:{self.judge.name}", f"recovered: math_verify said {c.reason}")
+        return out
 
     def _count(self, checks: list[Check]) -> None:
         s = self.stats

@@ -27,7 +27,7 @@ def test_every_stage_of_every_shipped_params_file_builds(path):
 def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
     p = P.load(PARAMS_DIR / "phi4-mini.yaml")
     assert "verifier (second opinion: endpoint:gpt-4o-mini)" in preflight.check_stage(p, stages.get("03"))
-    assert any(d.startswith("LLM tagger through endpoint:") for d in preflight.check_stage(p, stages.get("02")))
+    assert "LLM tagger, 128 at a time" in preflight.check_stage(p, stages.get("02"))
 
 
 @pytest.mark.parametrize("overrides,stage,message", [
