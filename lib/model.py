@@ -121,7 +121,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> str:
     if isinstance(path_or_id, Path) or _path_like(name):
         raise CheckpointNotFoundError(
             f"no checkpoint at {name!r}; looked in: {', '.join(str(c) for c in dict.fromkeys(tried))}. "
-            "Run the stage that writes it first (python -m lib.recipe PARAMS.yaml --only NN), or fix the path")
+            "Fix the path, or run the stage that writes it first (python -m lib.recipe PARAMS.yaml --only NN)")
     return name
 
 

@@ -140,10 +140,18 @@ class Subsets(Section):
     sft_per_problem: int = Field(1, ge=1, description="SFT: distinct correct rollouts per problem.")
     sft_balance: Literal["difficulty", "domain", "none"] = Field('difficulty', description="SFT: balance the subset over this tag.")
     rl_n_problems: int | None = Field(400, ge=1, description="RL prompt pool size (problems not used for SFT first); null for all.")
-    allow_empty: list[Literal["midtrain", "sft", "dpo_source", "rl_pool"]] = Field(
+    allow_empty: list[str] = Field(
         default_factory=list, description="Subsets that may come out empty without stopping stage 02 (e.g. "
         "[dpo_source] with a teacher that never errs); any other empty subset is an error naming the filter "
         "that emptied it.")
+
+    @field_validator("allow_empty")
+    @classmethod
+    def _subset_names(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in ("midtrain", "sft", "dpo_source", "rl_pool")]
+        if unknown:
+            raise ValueError(f"unknown subset(s) {unknown}; subsets are midtrain, sft, dpo_source, rl_pool")
+        return v
 
 
 class Model(Section):
