@@ -37,6 +37,18 @@ class MissingArtifactError(FileNotFoundError):
     """An earlier stage's output is not there (or did not finish)."""
 
 
+class CorruptArtifactError(MissingArtifactError):
+    """A stage's manifest is there but one of the files it recorded does not load (or changed size)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another runner holds the run folder's lock."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed (full disk, unwritable folder); the previous file is left as it was."""
+
+
 def run_dir(params: params_mod.Params) -> Path:
     return resolve(params.run.output_root) / params.run.name
 
@@ -45,10 +57,171 @@ def stage_dir(params: params_mod.Params, stage: str) -> Path:
     return run_dir(params) / stage
 
 
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write ``path`` through ``write(tmp_path)`` into a temp file in the same folder, fsync, then
+    ``os.replace``: the file is either the old one or the complete new one. A failing write (full
+    disk, unwritable folder) removes the temp file, leaves any previous ``path`` intact and raises
+    :class:`OutputWriteError` naming ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise OutputWriteError(e.errno, f"could not write {path} ({e.strerror or e}); the previous version, if any, "
+                               f"is intact: free space or fix permissions in {path.parent} and rerun") from e
+    return path
+
+
+def write_parquet(df, path: str | os.PathLike) -> Path:
+    """``df.to_parquet(path)`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp))
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# --------------------------------------------------------------------------- output checks
+# Files a manifest records (size) and checks load: data and weights. The executed notebook is
+# rewritten by papermill after the stage finishes, and trainer checkpoints are scratch space.
+CHECKED_SUFFIXES = (".parquet", ".json", ".jsonl", ".safetensors", ".csv")
+_SKIP_PARTS = ("trainer",)
+
+
+def output_files(directory: Path) -> dict[str, int]:
+    """``relative path -> size`` of the files a stage folder holds that :func:`check_output` can load."""
+    out = {}
+    for f in sorted(Path(directory).rglob("*")):
+        rel = f.relative_to(directory)
+        if (not f.is_file() or f.suffix not in CHECKED_SUFFIXES or f.name in (MANIFEST,) or f.name.startswith(".")
+                or any(p in _SKIP_PARTS or p.startswith("checkpoint-") for p in rel.parts[:-1])):
+            continue
+        out[rel.as_posix()] = f.stat().st_size
+    return out
+
+
+def check_output(f: Path) -> None:
+    """Raise if ``f`` does not load: Parquet footer, JSON (and JSON Lines) text, safetensors header.
+    Cheap: no Parquet data page and no tensor is read."""
+    if f.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        pq.read_metadata(f)
+    elif f.suffix == ".json":
+        json.loads(f.read_text())
+    elif f.suffix == ".jsonl":
+        lines = [x for x in f.read_text().splitlines() if x.strip()]
+        for line in lines if f.stat().st_size < 32 << 20 else lines[:1] + lines[-1:]:
+            json.loads(line)
+    elif f.suffix == ".safetensors":
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if not 0 < n < 100_000_000:
+                raise ValueError(f"bad safetensors header length {n}")
+            json.loads(fh.read(n))
+
+
+def output_problem(directory: Path, manifest: dict | None = None) -> str | None:
+    """Why a completed stage's outputs cannot be used (a recorded file missing, resized or not
+    loading), or None when they all load."""
+    directory = Path(directory)
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    if manifest is None:
+        return f"no {MANIFEST} in {directory}"
+    for rel, size in (manifest.get("outputs") or {}).items():
+        f = directory / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != size:
+            return f"{f} changed size since the stage finished ({size} -> {f.stat().st_size} bytes)"
+        try:
+            check_output(f)
+        except Exception as e:  # noqa: BLE001  (any loader failure means: not usable)
+            return f"{f} does not load ({type(e).__name__}: {str(e)[:200]})"
+    return None
+
+
+LOCK_FILE = ".runner.lock"
+
+
+class RunLock:
+    """One runner per run folder: ``with RunLock(run_dir): ...``.
+
+    The lock is an exclusive ``flock`` on ``<run_dir>/.runner.lock``, which the OS releases when
+    the holder dies (SIGKILL included), and the file records the holder's pid, host and start
+    time for the error message. A second runner gets :class:`RunLockedError` naming the holder.
+    A lock file left by a killed runner (no process holds the flock; its pid is dead) is stale:
+    it is taken over with a message. On a file system without ``flock`` (some network mounts)
+    the pid/host record alone decides, and a live pid on this host counts as a holder.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, message=print):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.message = message
+        self._f = None
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            h = self._holder()
+            raise RunLockedError(
+                f"{self.path.parent} is in use by another runner (pid {h.get('pid', '?')} on "
+                f"{h.get('host', '?')}, since {h.get('started', '?')}): wait for it to finish or stop it "
+                f"(kill {h.get('pid', 'PID')}); if no such process exists, delete {self.path}") from None
+        except OSError:  # no flock here: fall back to the recorded pid
+            h = self._holder()
+            if h.get("host") == socket.gethostname() and h.get("pid") and self._alive(int(h["pid"])):
+                f.close()
+                raise RunLockedError(f"{self.path.parent} is in use by another runner (pid {h['pid']}); "
+                                     f"wait for it, or delete {self.path} if that process is not a runner") from None
+        h = self._holder()
+        if h.get("pid"):
+            self.message(f"removed a stale lock {self.path} left by pid {h['pid']} on {h.get('host', '?')} "
+                         f"(started {h.get('started', '?')}; no longer running)")
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+        f.flush()
+        self._f = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._f is not None:
+            self._f.seek(0)
+            self._f.truncate()  # an empty file is a released lock, not a stale one
+            self._f.close()
+            self._f = None
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -121,11 +294,17 @@ def lib_hash(stage: str, lib_dir: Path = LIB_DIR) -> str:
 def require(params: params_mod.Params, stage: str) -> Path:
     """The folder of a completed upstream stage, or a clear error saying how to produce it."""
     d = stage_dir(params, stage)
-    if read_manifest(d) is None:
+    m = read_manifest(d)
+    if m is None:
         params_hint = params.run.name
         raise MissingArtifactError(
             f"stage {stage} has not completed for run '{params.run.name}' (no {MANIFEST} in {d}). "
             f"Run it first: python -m lib.recipe params/{params_hint}.yaml --only {stage}")
+    problem = output_problem(d, m)
+    if problem:
+        raise CorruptArtifactError(
+            f"stage {stage} of run '{params.run.name}' completed but its output is unusable: {problem}. "
+            f"Rerun it: python -m lib.recipe params/{params.run.name}.yaml --only {stage} --force")
     return d
 
 
@@ -143,8 +322,18 @@ def fingerprint(params: params_mod.Params, stage: str) -> tuple[str, dict]:
 
 
 def is_current(params: params_mod.Params, stage: str) -> bool:
-    m = read_manifest(stage_dir(params, stage))
-    return m is not None and m.get("fingerprint") == fingerprint(params, stage)[0]
+    """The stage completed with today's inputs and every output it recorded still loads."""
+    d = stage_dir(params, stage)
+    m = read_manifest(d)
+    return m is not None and m.get("fingerprint") == fingerprint(params, stage)[0] and output_problem(d, m) is None
+
+
+def stale_outputs(params: params_mod.Params, stage: str) -> str | None:
+    """Why a completed stage must rerun although its inputs did not change (an output no longer
+    loads); None if it has not completed or its outputs are fine."""
+    d = stage_dir(params, stage)
+    m = read_manifest(d)
+    return None if m is None else output_problem(d, m)
 
 
 def git_state() -> dict:
@@ -208,9 +397,20 @@ class StageRun:
         return d
 
     def finish(self, metrics: dict, **extra: Any) -> dict:
-        """Write metrics.json, then manifest.json last. Returns the manifest."""
+        """Write metrics.json, check every output file loads, then write manifest.json last (with
+        each output's size, checked again whenever the stage is reused). Returns the manifest.
+
+        Raises :class:`CorruptArtifactError` naming the file when an output does not load: the
+        stage is then not complete."""
         s = stages_mod.get(self.name)
         _atomic_json(self.dir / METRICS, metrics)
+        outputs = output_files(self.dir)
+        for rel in outputs:
+            try:
+                check_output(self.dir / rel)
+            except Exception as e:  # noqa: BLE001
+                raise CorruptArtifactError(f"stage {self.name} wrote {self.dir / rel}, which does not load "
+                                           f"({type(e).__name__}: {str(e)[:200]}); not marking the stage complete") from e
         fp, upstream = fingerprint(self.params, self.name)
         manifest = {
             "stage": self.name,
@@ -226,6 +426,7 @@ class StageRun:
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "elapsed_s": round(time.time() - self.started, 2),
             "metrics": metrics,
+            "outputs": outputs,
             **extra,
         }
         _atomic_json(self.dir / MANIFEST, manifest)

@@ -94,17 +94,42 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def _check_local(path_or_id: str | os.PathLike) -> None:
-    """A path-looking name that does not exist is a clear error, not a hub lookup that fails later."""
-    p = Path(path_or_id)
-    if (p.is_absolute() or str(path_or_id).startswith(".") or isinstance(path_or_id, Path)) and not p.exists():
-        raise FileNotFoundError(f"no checkpoint at {p}: run the stage that writes it first, or fix the path")
+class CheckpointNotFoundError(FileNotFoundError):
+    """A checkpoint named by a path that exists nowhere it was looked for."""
+
+
+def _path_like(name: str) -> bool:
+    """A name meant as a local path: absolute, ./ ../ ~, outputs/..., or more than one slash
+    (a hub id is ``org/name``: one slash, no leading dot)."""
+    return (os.path.isabs(name) or name.startswith((".", "~", "outputs")) or name.count("/") > 1
+            or name.count(os.sep) > 1 or name.endswith("/"))
+
+
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> str:
+    """A checkpoint folder or hub id, resolved: a relative path is looked up in the current folder,
+    then under the repository root (the README's ``outputs/tiny/06_rl/model`` works from anywhere).
+    A path-like name found nowhere raises :class:`CheckpointNotFoundError` naming every place tried,
+    instead of a hub lookup that fails later; anything else is returned as is (a hub id)."""
+    from lib.paths import ROOT
+
+    name = os.fspath(path_or_id)
+    p = Path(name).expanduser()
+    tried = [p.resolve()] if p.is_absolute() else [Path.cwd() / p, ROOT / p]
+    for cand in tried:
+        if cand.exists():
+            return str(cand)
+    if isinstance(path_or_id, Path) or _path_like(name):
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {name!r}; looked in: {', '.join(str(c) for c in dict.fromkeys(tried))}. "
+            "Fix the path, or run the stage that writes it first (python -m lib.recipe PARAMS.yaml --only NN)")
+    return name
 
 
 def load(path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
          dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a checkpoint folder or hub id with its tokenizer (clear error if it is not there)."""
-    _check_local(path_or_id)
+    """Load a checkpoint folder or hub id with its tokenizer (clear error if it is not there;
+    relative paths: :func:`resolve_checkpoint`)."""
+    path_or_id = resolve_checkpoint(path_or_id)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype or "auto")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -134,7 +159,7 @@ def prepare_pretrained(path_or_id: str | os.PathLike) -> tuple[PreTrainedModel, 
     """
     from lib.chat import THINK_CLOSE, THINK_OPEN
 
-    _check_local(path_or_id)
+    path_or_id = resolve_checkpoint(path_or_id)
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype="auto")
     changes = []
@@ -175,7 +200,7 @@ def load_for_training(path_or_id, device, use_unsloth: bool = False, max_seq_len
     if use_unsloth and unsloth_available():
         from unsloth import FastLanguageModel
 
-        _check_local(path_or_id)
+        path_or_id = resolve_checkpoint(path_or_id)
         model, tokenizer = FastLanguageModel.from_pretrained(str(path_or_id), max_seq_length=max_seq_length,
                                                              dtype=None, load_in_4bit=False, full_finetuning=True)
         return model, tokenizer, "unsloth"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,6 +141,18 @@ class Subsets(Section):
     sft_per_problem: int = Field(1, ge=1, description="SFT: distinct correct rollouts per problem.")
     sft_balance: Literal["difficulty", "domain", "none"] = Field('difficulty', description="SFT: balance the subset over this tag.")
     rl_n_problems: int | None = Field(400, ge=1, description="RL prompt pool size (problems not used for SFT first); null for all.")
+    allow_empty: list[str] = Field(
+        default_factory=list, description="Subsets that may come out empty without stopping stage 02 (e.g. "
+        "[dpo_source] with a teacher that never errs); any other empty subset is an error naming the filter "
+        "that emptied it.")
+
+    @field_validator("allow_empty")
+    @classmethod
+    def _subset_names(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in ("midtrain", "sft", "dpo_source", "rl_pool")]
+        if unknown:
+            raise ValueError(f"unknown subset(s) {unknown}; subsets are midtrain, sft, dpo_source, rl_pool")
+        return v
 
 
 class Model(Section):
@@ -452,6 +465,13 @@ def _explain(err: ValidationError, origin: dict, chain: str) -> list[str]:
             name = f"{section}.{key}" if key else section
             doc = model.model_fields[key].description if model and key in model.model_fields else ""
             lines.append(f"missing '{name}' (set it in one of: {chain}){': ' + doc if doc else ''}.")
+        elif not loc:  # a rule across sections: its reason first, then the keys it names and their files
+            reason = e["msg"].removeprefix("Value error, ")
+            named = sorted({(sec, k) for sec, k in re.findall(r"\b([a-z_]+)\.([a-z_]+)\b", reason)
+                            if sec in SECTIONS and k in SECTIONS[sec].model_fields})
+            where_set = ", ".join(f"{sec}.{k} ({_rel(origin[(sec, k)]) if (sec, k) in origin else 'default'})"
+                                  for sec, k in named)
+            lines.append(f"{reason}." + (f" Keys involved: {where_set}." if where_set else ""))
         elif len(loc) == 1:  # a rule across several keys of one section
             files = sorted({_rel(f) for (sec, k), f in origin.items() if sec == section and k}) or [where]
             lines.append(f"section '{section}' (set in {', '.join(files)}): {e['msg'].removeprefix('Value error, ')}.")

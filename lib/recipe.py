@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recipe '{p.run.name}' from {args.params} -> {root}")
     for s, action in steps:
         print(f"  {s.name:<18} {action:<4}  {s.title}")
+        if action == "run" and (why := artifacts.stale_outputs(p, s.name)):
+            print(f"  {'':<18} rerun: {why}")
     if args.dry_run:
         failed = False
         for s, _ in steps:
@@ -270,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
 
     kernel = ensure_kernel()
     root.mkdir(parents=True, exist_ok=True)
+    try:  # one runner per run folder (released below, or by the OS if this process dies)
+        lock = artifacts.RunLock(root).__enter__()
+    except artifacts.RunLockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     shutil.copy(args.params, root / "params.yaml") if Path(args.params).is_file() else None
     t_all = time.time()
     for s, action in steps:
@@ -282,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = execute(p, s, kernel)
         except SystemExit as e:
             print(e, file=sys.stderr, flush=True)
+            lock.__exit__(None, None, None)
             return 1
         print(f"✓ {s.name:<18} {_fmt_elapsed(elapsed):>7}{_key_metric(s, d)}", flush=True)
+    lock.__exit__(None, None, None)
     print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
     return 0
 

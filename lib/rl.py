@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from lib import chat, evaluation, progress, sampling
-from lib.training import last_checkpoint, trainer_kwargs
+from lib.training import last_checkpoint, train_guarded, trainer_kwargs
 
 
 class NoPromptsError(ValueError):
@@ -118,6 +118,9 @@ def select_prompts(probed: pd.DataFrame, *, prompt_optimization: bool, max_lengt
     """
     stats = {"candidates": len(probed)}
     df = probed
+    if probed.empty:
+        raise NoPromptsError("the RL prompt pool is empty: stage 02_tag_data wrote no rl_pool rows (its metrics.json "
+                             "subset_stats.rl_pool.filters names the filter); nothing to select from")
     if prompt_optimization:
         keep = df["length_cv"] <= max_length_cv
         stats["dropped_length_cv"] = int((~keep).sum())
@@ -517,7 +520,7 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
     trainer.add_callback(progress.callback())
     ckpt = last_checkpoint(out_dir) if resume else None
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    result = train_guarded(trainer, ckpt)
     seconds = time.perf_counter() - start
     logs = [r for r in trainer.state.log_history if "loss" in r or "reward" in r]
     summary = {

@@ -114,6 +114,10 @@ class RowError(ValueError):
     pass
 
 
+class ShardWriteError(OSError):
+    """A shard could not be written (full disk, unwritable folder); nothing partial was left."""
+
+
 def read_problems(path: str | os.PathLike) -> list:
     """Rows of a local JSONL (``.jsonl``/``.json`` one object a line) or Parquet file.
 
@@ -357,11 +361,17 @@ def _write_shard(out_dir: Path, index: int, rows: list[dict]) -> Path:
     final = out_dir / f"shard-{index:05d}.parquet"
     tmp = out_dir / f"{_TMP_PREFIX}{final.name}"
     table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
-    pq.write_table(table, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    _test_hook("mid_write", index, tmp)
-    os.replace(tmp, final)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _test_hook("mid_write", index, tmp)
+        os.replace(tmp, final)
+    except OSError as e:  # full disk, unwritable folder: no partial shard, earlier shards untouched
+        tmp.unlink(missing_ok=True)
+        raise ShardWriteError(e.errno, f"could not write rollouts shard {final} ({e.strerror or e}); the "
+                              f"{index} shard(s) before it are intact and a rerun resumes after them: free space "
+                              f"or fix permissions in {out_dir}") from e
     _test_hook("after_shard", index)
     return final
 
@@ -575,3 +585,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def examples(df) -> dict[str, str | None]:
+    """The text of the first verified-correct and first verified-incorrect rollout of a rollouts
+    DataFrame (:func:`load_rollouts`), None where a run has none (a perfect or hopeless teacher)."""
+    out = {}
+    for label, verdict in (("correct", True), ("incorrect", False)):
+        texts = df.loc[df["correct"].astype("boolean").eq(verdict).fillna(False).to_numpy(bool), "text"]
+        out[label] = str(texts.iloc[0]) if len(texts) else None
+    return out

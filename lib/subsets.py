@@ -107,6 +107,35 @@ def _describe(df: pd.DataFrame, difficulty_col: str | None, domain_col: str | No
     return out
 
 
+class EmptySubsetError(ValueError):
+    """A subset came out empty: names the filter that emptied it and the parameter to change."""
+
+
+def _step(filters: list, name: str, before: int, after: int, param: str) -> None:
+    """Record one filter's row counts (``stats["filters"]``): what it kept, and what to change if it kept nothing."""
+    filters.append({"filter": name, "before": int(before), "after": int(after), "param": param})
+
+
+def check_nonempty(subset: str, df: pd.DataFrame, stats: dict, allow_empty: Iterable[str] = ()) -> None:
+    """Raise :class:`EmptySubsetError` if ``subset`` is empty and not listed in ``allow_empty``
+    (params ``subsets.allow_empty``), naming the first filter that left nothing, its counts, and
+    the parameter to change. ``stats`` is the subset function's (its ``filters`` list)."""
+    if len(df) or subset in set(allow_empty):
+        return
+    steps = stats.get("filters", [])
+    culprit = next((f for f in steps if f["after"] == 0), None)
+    trail = " -> ".join(f"{f['filter']} {f['before']}->{f['after']}" for f in steps)
+    if culprit is None:
+        why = "its input was empty"
+    elif culprit["before"] == 0:
+        why = f"its input was already empty before the filter '{culprit['filter']}'"
+    else:
+        why = f"the filter '{culprit['filter']}' kept none of {culprit['before']} rows"
+    hint = f"; change {culprit['param']}" if culprit and culprit.get("param") else ""
+    raise EmptySubsetError(f"subset '{subset}' is empty: {why}{hint} (counts: {trail or 'none'}). "
+                           f"If an empty '{subset}' is expected, add it to subsets.allow_empty.")
+
+
 def _rng(seed: int, *parts) -> random.Random:
     """A stream per (seed, purpose): str seeds hash through sha512, identical in every process."""
     return random.Random("/".join(map(str, (seed, *parts))))
@@ -136,15 +165,19 @@ def midtrain_subset(df: pd.DataFrame, max_per_problem: int | None = None, requir
         raise ValueError(f"{fn}: max_per_problem must be >= 1 or None, got {max_per_problem}")
     df = df.reset_index(drop=True)
     keep = is_correct(df)
+    filters: list = []
+    _step(filters, "verified correct", len(df), keep.sum(), "teacher.kind / teacher.error_rate (every rollout was wrong or unverifiable)")
     stats = {"input_rows": int(len(df)), "incorrect": int(is_incorrect(df).sum()),
-             "unverifiable": int(len(df) - keep.sum() - is_incorrect(df).sum())}
+             "unverifiable": int(len(df) - keep.sum() - is_incorrect(df).sum()), "filters": filters}
     if require_finished:
         unfinished = keep & ~_flag(df["finished"], True)
         stats["dropped_unfinished"] = int(unfinished.sum())
+        _step(filters, "finished", keep.sum(), (keep & ~unfinished).sum(), "require_finished")
         keep &= ~unfinished
     if exclude_repetitive:
         rep = keep & _flag(df["repetitive"], True)
         stats["dropped_repetitive"] = int(rep.sum())
+        _step(filters, "not repetitive", keep.sum(), (keep & ~rep).sum(), "exclude_repetitive")
         keep &= ~rep
     out = df[keep]
     if max_per_problem is not None:
@@ -154,6 +187,7 @@ def midtrain_subset(df: pd.DataFrame, max_per_problem: int | None = None, requir
             idx = list(g.index)
             chosen += idx if len(idx) <= max_per_problem else rng.sample(idx, max_per_problem)
         stats["dropped_cap"] = int(len(out) - len(chosen))
+        _step(filters, "max_per_problem cap", len(out), len(chosen), "subsets.midtrain_max_per_problem")
         out = out.loc[sorted(chosen)]
     return out.reset_index(drop=True), {**_describe(out, difficulty_col, domain_col), **stats}
 
@@ -215,15 +249,21 @@ def sft_subset(df: pd.DataFrame, n_problems: int, per_problem: int = 1, require_
         raise ValueError(f"{fn}: per_problem must be >= 1, got {per_problem}")
 
     df = df.reset_index(drop=True)
+    filters: list = []
     ok = is_correct(df)
+    _step(filters, "verified correct", len(df), ok.sum(), "teacher.kind / teacher.error_rate (every rollout was wrong or unverifiable)")
     if require_finished:
+        before = ok.sum()
         ok &= _flag(df["finished"], True)
+        _step(filters, "finished", before, ok.sum(), "teacher.max_tokens (every correct rollout was cut off)")
     if exclude_repetitive:
+        before = ok.sum()
         ok &= ~_flag(df["repetitive"], True)
+        _step(filters, "not repetitive", before, ok.sum(), "the repetition tagger (tagging.*)")
     eligible = df[ok]
     stats: dict = {"input_rows": int(len(df)), "input_problems": int(df["problem_id"].nunique()),
                    "eligible_rows": int(len(eligible)), "eligible_problems": int(eligible["problem_id"].nunique()),
-                   "requested_problems": int(n_problems), "balance": balance}
+                   "requested_problems": int(n_problems), "balance": balance, "filters": filters}
 
     # one label per problem (its first eligible row's), problems in sorted-id order before shuffling
     first = eligible.drop_duplicates("problem_id").sort_values("problem_id", kind="stable")
@@ -233,6 +273,9 @@ def sft_subset(df: pd.DataFrame, n_problems: int, per_problem: int = 1, require_
         untagged = first[labels.isna()]
         first = first[labels.notna()]
         stats["untagged_excluded"] = int(len(untagged))
+        _step(filters, f"has a {balance} tag", int(ok.sum()),
+              int(eligible["problem_id"].isin(first["problem_id"]).sum()),
+              "subsets.sft_balance (the tagger labelled no eligible problem; 'none' draws without labels)")
         groups = {g: list(first.loc[first[group_col] == g, "problem_id"]) for g in
                   _order(first[group_col], DIFFICULTIES if balance == "difficulty" else TAG_DOMAINS)}
         quotas = _balanced_quotas({g: len(ids) for g, ids in groups.items()}, n_problems)
@@ -256,6 +299,8 @@ def sft_subset(df: pd.DataFrame, n_problems: int, per_problem: int = 1, require_
         take = idx if len(idx) <= per_problem else rng.sample(idx, per_problem)
         parts.append(g.loc[take])
     out = (pd.concat(parts) if parts else eligible.iloc[:0]).reset_index(drop=True)
+    _step(filters, "draw of n_problems x per_problem", filters[-1]["after"], len(out),
+          "subsets.sft_n_problems / subsets.sft_per_problem")
     return out, {**_describe(out, difficulty_col, domain_col), **stats}
 
 
@@ -308,6 +353,11 @@ def dpo_source(df: pd.DataFrame, difficulty_col: str = DIFFICULTY_COL,
              "problems_only_incorrect": int(((kinds.correct == 0) & (kinds.incorrect > 0)).sum()),
              "problems_unverifiable_only": int(((kinds.correct == 0) & (kinds.incorrect == 0)).sum()),
              "unverifiable_rows_dropped": int((df["problem_id"].isin(both).to_numpy() & ~verified).sum())}
+    in_both = int(df["problem_id"].isin(both).sum())
+    stats["filters"] = []
+    _step(stats["filters"], "problem has a correct and an incorrect rollout", len(df), in_both,
+          "teacher.error_rate / teacher.n_rollouts (no problem got both a right and a wrong answer)")
+    _step(stats["filters"], "verified (correct is not None)", in_both, len(out), "verify.* (every verdict was 'cannot verify')")
     if out.empty:
         stats["reason"] = _no_pairs_reason(kinds)
     return out, stats
@@ -407,7 +457,8 @@ def rl_pool(df: pd.DataFrame, exclude_ids: Iterable = (), n: int | None = None, 
     cols = list(dict.fromkeys(["problem_id", "problem", "answer"] + extra))
     problems = (df.drop_duplicates("problem_id")[cols].sort_values("problem_id", kind="stable")
                 .reset_index(drop=True))
-    stats: dict = {"input_problems": int(len(problems)), "excluded_requested": int(len(exclude))}
+    filters: list = []
+    stats: dict = {"input_problems": int(len(problems)), "excluded_requested": int(len(exclude)), "filters": filters}
     if "correct" in df.columns:
         kinds = _problem_kinds(df)
         verified = (kinds.correct + kinds.incorrect).reindex(problems["problem_id"]).to_numpy()
@@ -417,6 +468,8 @@ def rl_pool(df: pd.DataFrame, exclude_ids: Iterable = (), n: int | None = None, 
         if require_verifiable:
             ok = verified > 0
             stats["dropped_unverifiable"] = int((~ok).sum())
+            _step(filters, "verifiable (a rollout was verified)", len(problems), ok.sum(),
+                  "verify.* (no rollout of any problem could be verified)")
             problems = problems[ok].reset_index(drop=True)
     is_excl = problems["problem_id"].isin(exclude).to_numpy()
     fresh = list(problems.index[~is_excl])
@@ -429,6 +482,7 @@ def rl_pool(df: pd.DataFrame, exclude_ids: Iterable = (), n: int | None = None, 
     else:
         take = fresh[:n] + used[:max(0, n - len(fresh))]
     out = problems.loc[take].reset_index(drop=True)
+    _step(filters, "draw of n (problems not used for SFT first)", len(problems), len(out), "subsets.rl_n_problems")
     stats.update({"n_problems": int(len(out)), "requested": n, "available_not_excluded": int(len(fresh)),
                   "from_excluded": int(max(0, len(take) - len(fresh))) if n is not None else 0,
                   "shortfall": int(max(0, n - len(take))) if n is not None else 0})
@@ -438,5 +492,5 @@ def rl_pool(df: pd.DataFrame, exclude_ids: Iterable = (), n: int | None = None, 
     return out, stats
 
 
-__all__ = ["DIFFICULTY_COL", "DOMAIN_COL", "is_correct", "is_incorrect", "midtrain_subset", "sft_subset",
+__all__ = ["DIFFICULTY_COL", "DOMAIN_COL", "EmptySubsetError", "check_nonempty", "is_correct", "is_incorrect", "midtrain_subset", "sft_subset",
            "dpo_source", "dpo_pairs", "rl_pool"]

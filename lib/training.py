@@ -10,14 +10,18 @@ so these choices live in one place.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import signal
 import time
 from pathlib import Path
 
 import torch
 import datasets
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from lib import progress
@@ -95,11 +99,78 @@ def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: 
     return SFTConfig(**kwargs)
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` folder a previous (interrupted) run left, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+# Test hook: "step:N" SIGKILLs the training process when it ends optimizer step N (kill-resume tests).
+KILL_ENV = "LIB_TRAIN_TEST_KILL"
+# errno values that mean "this output cannot be written" rather than a bug
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+class CheckpointWriteError(OSError):
+    """Training stopped because a checkpoint (or other output) could not be written."""
+
+
+def _complete(ckpt: Path) -> bool:
+    """A checkpoint folder the Trainer finished writing: ``trainer_state.json`` is its last file."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def last_checkpoint(output_dir: str | Path, remove_incomplete: bool = True) -> str | None:
+    """The newest complete ``checkpoint-N`` folder a previous (interrupted) run left, if any.
+
+    A checkpoint whose writing was cut short (killed mid-save, full disk) lacks its
+    ``trainer_state.json`` (the Trainer writes it last): it is removed, with a message, and the
+    one before it is used, so a resume never loads half a checkpoint."""
+    import shutil
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    found = sorted((int(m.group(1)), d) for d in out.iterdir()
+                   if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name)))
+    for _, d in reversed(found):
+        if _complete(d):
+            return str(d)
+        if remove_incomplete:
+            print(f"{d}: incomplete checkpoint (no trainer_state.json; its save was interrupted), removed")
+            shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+class _KillAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_hook_callbacks() -> list:
+    """The :data:`KILL_ENV` hook as trainer callbacks (none when the variable is unset)."""
+    spec = os.environ.get(KILL_ENV, "")
+    return [_KillAt(int(spec.split(":")[1]))] if spec.startswith("step:") else []
+
+
+def train_guarded(trainer, ckpt: str | None):
+    """``trainer.train(resume_from_checkpoint=ckpt)``; a write that fails for lack of space or
+    permission becomes :class:`CheckpointWriteError` naming the path and the checkpoint a rerun
+    resumes from (earlier checkpoints are untouched: the Trainer rotates them only after a save)."""
+    for cb in kill_hook_callbacks():
+        trainer.add_callback(cb)
+    try:
+        return trainer.train(resume_from_checkpoint=ckpt)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        out = trainer.args.output_dir
+        where = e.filename or out
+        raise CheckpointWriteError(e.errno, f"training stopped: could not write {where} ({e.strerror or e}); "
+                                   f"free space or fix permissions under {out} and rerun: it resumes from "
+                                   f"{last_checkpoint(out, remove_incomplete=False) or 'the start (no complete checkpoint yet)'}") from e
 
 
 def run_trainer(trainer, resume: bool = True) -> dict:
@@ -116,7 +187,7 @@ def run_trainer(trainer, resume: bool = True) -> dict:
         print(f"resuming from {ckpt} (step {state.get('global_step')})")
     trainer.add_callback(progress.callback())
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    result = train_guarded(trainer, ckpt)
     wall = time.time() - t0
     curve = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
              for h in trainer.state.log_history if "loss" in h]
@@ -140,7 +211,8 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
     stop (the paper, stage 2).
     """
     if not rows:
-        raise ValueError("no training rows: the stage's data subset is empty")
+        raise ValueError("no training rows: the stage's data subset is empty; stage 02_tag_data's metrics.json "
+                         "(subset_stats -> filters) shows which filter removed every row")
     datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=callbacks)
