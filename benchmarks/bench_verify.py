@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from lib import eval_sets as B
+from lib import judges as J
 from lib import verify as V
 
 
@@ -53,7 +54,7 @@ def measure(config: str, n: int) -> dict:
     """Run one configuration in this (fresh) process; return its timings."""
     pairs = workload(n)
     kind, _, arg = config.partition(":")
-    judge = {"rule": V.RuleJudge(), "llm": V.LLMJudge(lambda prompt: "NO", name="instant")}.get(arg)
+    judge = {"rule": J.RuleJudge(), "llm": J.LLMJudge(lambda prompt: "NO", name="instant")}.get(arg)
     workers = int(arg) if kind in ("pool", "trivial") else 0
     check_fn = trivial_check if kind == "trivial" else V.math_verify_check
     t0 = time.perf_counter()

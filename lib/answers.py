@@ -382,3 +382,34 @@ def _unwrap_text(s: str) -> str:
     for _ in range(3):
         s = _WRAPPER_RE.sub(r"\1", s)
     return s.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-filter: answers too long or too deeply nested to check (cheap, pure; run in the parent)
+# ---------------------------------------------------------------------------------------------
+
+# Caps (lib.verify's module docstring has the numbers behind them: the longest MATH-500 answer
+# has 53 characters, the deepest 2 levels; sympy's cost grows exponentially with nesting).
+MAX_ANSWER_CHARS = 1_000
+MAX_NESTING = 12
+
+
+def nesting_depth(s: str) -> int:
+    """Deepest nesting of (), [], {} (escaped braces count too: they nest the parser as well)."""
+    depth = best = 0
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+    return best
+
+
+def prefilter(s: str, max_chars: int = MAX_ANSWER_CHARS, max_nesting: int = MAX_NESTING) -> str | None:
+    """Reason to refuse `s` as unverifiable without parsing it ("too_long"/"too_deep"), or None."""
+    if len(s) > max_chars:
+        return "too_long"
+    if nesting_depth(s) > max_nesting:
+        return "too_deep"
+    return None

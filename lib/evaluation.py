@@ -19,7 +19,8 @@ import pandas as pd
 
 from lib import eval_sets, metrics, problems, sampling
 from lib.teachers import EndpointTeacher
-from lib.verify import LLMJudge, RuleJudge, Verifier
+from lib.judges import LLMJudge, RuleJudge
+from lib.verify import Verifier
 
 
 def make_verifier(v, judge_backend=None) -> Verifier:

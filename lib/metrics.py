@@ -28,7 +28,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lib.verify import MAX_ANSWER_CHARS, exact_number, normalize_answer
+from lib.answers import MAX_ANSWER_CHARS
+from lib.judges import exact_number, normalize_answer
 
 # ---------------------------------------------------------------------------------------------
 # pass@k

@@ -565,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lib.problems import generate
     from lib.teachers import EmbeddedTeacher
-    from lib.verify import RuleJudge, Verifier
+    from lib.judges import RuleJudge
+    from lib.verify import Verifier
 
     ap = argparse.ArgumentParser(prog="python -m lib.rollouts", description=main.__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output folder (resumes if it holds a run with the same settings)")

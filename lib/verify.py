@@ -74,13 +74,8 @@ So its timeouts are switched off and the bound is ours:
 
 Second opinion
 --------------
-The paper re-checks math-verify *rejections* with an LLM judge (GPT-4o-mini) to recover false
-negatives. A `Judge` is consulted only for checks that came out `equal=False` from math-verify
-with an extracted answer (never for missing answers, never for True or None). Two judges:
-`RuleJudge` (offline, deterministic normaliser + exact numeric comparison; the default second
-opinion of the CLI) and `LLMJudge(complete)` (prompt `JUDGE_PROMPT`, one-word YES/NO verdict).
-A judge that returns None (error, unparseable reply) leaves the rejection standing and is counted.
-`Verifier(judge=None)` (the default) is math-verify alone; the CLI defaults to `--judge rule`.
+The judges that re-check math-verify's rejections live in `lib.judges` (`RuleJudge`, `LLMJudge`);
+the Verifier consults one on checks that came out `equal=False` with an extracted answer.
 
 math-verify 0.9 quirks found here (rows in tests/test_verify_cases_real_outputs.py)
 --------------------------------------------------------------------------------------
@@ -117,39 +112,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import re
-import signal
 import sys
 import threading
 import time
 import warnings
 import weakref
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
-from functools import lru_cache, partial
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from functools import partial
+from typing import Callable, Iterable, Sequence
 
+from lib.judges import Judge, RuleJudge
+from lib.math_check import math_verify_check, math_verify_check_lenient, run_bounded, worker_main
 from lib.answers import (
-    BOX_CMD_RE,
+    MAX_ANSWER_CHARS,
+    MAX_NESTING,
+    prefilter,
     POLICIES,
     choice_letter,
     extract,
-    last_boxed,
     lenient_choice,
     lenient_gold_choice,
     prediction_to_answer,
-    strip_math_delimiters,
 )
 
-# Pre-filter caps (see module docstring for the numbers behind them).
-MAX_ANSWER_CHARS = 1_000
-MAX_NESTING = 12
 DEFAULT_TIMEOUT_S = 5.0
 # Extra time the parent gives a worker after the in-worker soft deadline before killing it.
 DEFAULT_KILL_GRACE_S = 1.0
@@ -185,449 +175,6 @@ class Check:
 def _clip(s: str, keep: int = 200) -> str:
     """Keep result rows small: an absurd 1 MB "answer" is stored as its first 200 characters."""
     return s if len(s) <= keep else s[:keep] + f"...[{len(s) - keep} more chars]"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pre-filter and multiple choice (cheap, pure; run in the parent)
-# ---------------------------------------------------------------------------------------------
-
-
-def nesting_depth(s: str) -> int:
-    """Deepest nesting of (), [], {} (escaped braces count too: they nest the parser as well)."""
-    depth = best = 0
-    for ch in s:
-        if ch in "([{":
-            depth += 1
-            best = max(best, depth)
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-    return best
-
-
-def prefilter(s: str, max_chars: int = MAX_ANSWER_CHARS, max_nesting: int = MAX_NESTING) -> str | None:
-    """Reason to refuse `s` as unverifiable without parsing it ("too_long"/"too_deep"), or None."""
-    if len(s) > max_chars:
-        return "too_long"
-    if nesting_depth(s) > max_nesting:
-        return "too_deep"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The math-verify check itself (runs in a worker process, or in-process under a timer)
-# ---------------------------------------------------------------------------------------------
-
-
-class _Deadline(BaseException):
-    """Raised by our SIGALRM handler. A BaseException so that math-verify's `except Exception`
-    (and its `except TimeoutException`, which would turn a timeout into False) let it through."""
-
-
-class _DropTimeoutDisabledWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Timeout is disabled" not in record.getMessage()
-
-
-_MV_LOGGING_DONE = False
-
-
-def _quiet_math_verify() -> None:
-    """math-verify warns once that its timeouts are off; they are off on purpose (ours are on)."""
-    global _MV_LOGGING_DONE
-    if not _MV_LOGGING_DONE:
-        for name in ("math_verify.parser", "math_verify.grader"):
-            logging.getLogger(name).addFilter(_DropTimeoutDisabledWarning())
-        _MV_LOGGING_DONE = True
-
-
-def _parse(latex: str) -> list:
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
-    wrapped = "\\boxed{" + latex + "}"
-    return parse(
-        wrapped,
-        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-        parsing_timeout=None,  # type: ignore[arg-type]  # our deadline, see module docstring
-    )
-
-
-@lru_cache(maxsize=8192)
-def _parse_gold(gold: str) -> tuple:
-    # Golds repeat (8-64 samples per problem); sympy objects are immutable, so caching is safe.
-    return tuple(_parse(gold))
-
-
-_PLAIN_INT_RE = re.compile(r"[-+]?\d+")
-_PLAIN_NUM_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)|[-+]?\d+/\d+|[-+]?\\[dt]?frac\{\d+\}\{\d+\}")
-
-
-def plain_number_verdict(gold: str, answer: str) -> bool | None:
-    """The verdict math-verify would give when both sides are plain numbers, without its LaTeX
-    parser (~60 ms a distinct expression in pure Python): True when the exact values are equal,
-    False when both are integers that differ; None (ask math-verify) otherwise. No thousands
-    separators here: "1,22" is a decimal or a set depending on context, which math-verify decides."""
-    g, a = gold.strip(), answer.strip()
-    if not (_PLAIN_NUM_RE.fullmatch(g) and _PLAIN_NUM_RE.fullmatch(a)):
-        return None
-    gv, av = exact_number(g.lstrip("+")), exact_number(a.lstrip("+"))
-    if gv is None or av is None:
-        return None
-    if gv == av:
-        return True
-    if _PLAIN_INT_RE.fullmatch(g) and _PLAIN_INT_RE.fullmatch(a):
-        return False
-    return None
-
-
-def math_verify_check(gold: str, answer: str) -> tuple[bool | None, str]:
-    """(equal, reason) from math-verify, gold first. No timeout of its own: callers bound it."""
-    from math_verify import verify
-
-    fast = plain_number_verdict(gold, answer)
-    if fast is not None:
-        return fast, "equal" if fast else "not_equal"
-    _quiet_math_verify()
-    gold_parsed = list(_parse_gold(gold))
-    if not gold_parsed:
-        return None, "gold_unparsable"
-    pred_parsed = _parse(answer)
-    if not pred_parsed:
-        return False, "answer_unparsable"
-    equal = verify(gold_parsed, pred_parsed, timeout_seconds=None)  # type: ignore[arg-type]
-    return bool(equal), "equal" if equal else "not_equal"
-
-
-def _parse_text(text: str) -> list:
-    """math-verify's own extraction on unwrapped text: boxed first, then "final answer is",
-    "answer:", the last LaTeX, the last number/expression (its priorities, not ours)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
-    return parse(
-        text,
-        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-        parsing_timeout=None,  # type: ignore[arg-type]  # our deadline, see module docstring
-    )
-
-
-@lru_cache(maxsize=8192)
-def _parse_gold_text(gold: str) -> tuple:
-    return tuple(_parse_text(gold))
-
-
-def _read_both_ways(text: str, search: bool) -> bool:
-    """Also read a bare answer unwrapped? Only a plain number with separators: "1,22" is the
-    decimal 1.22 unwrapped but the set {1, 22} boxed, whereas "(1, 2)" or "a + 3z = 0" unwrapped
-    is just its last number."""
-    return search or re.fullmatch(r"\s*[-+]?[\d][\d\s.,]*\s*", text) is not None
-
-
-def math_verify_check_lenient(
-    gold: str, answer: str, gold_search: bool = False, answer_search: bool = False
-) -> tuple[bool | None, str, str | None]:
-    """(equal, reason, answer found) under the lenient policy, gold first; callers bound its time.
-
-    A side marked `search` is text that math-verify's own extraction searches (unwrapped); a
-    bare answer is read boxed, and if that does not match, unwrapped as well. The third element
-    is the answer math-verify found in a searched prediction (None for a bare one).
-    """
-    from math_verify import verify
-
-    if not (gold_search or answer_search) and plain_number_verdict(gold, answer) is True:
-        return True, "equal", None  # the first reading (boxed) of two equal plain numbers
-    _quiet_math_verify()
-
-    def golds():
-        if not gold_search:
-            # Read in math mode first, as math-verify reads a gold: boxed, `a + 3z = 0` would
-            # collapse to its right-hand side and accept a bare `0`.
-            yield list(_parse_gold_text("$" + gold + "$")) or list(_parse_gold(gold))
-        if _read_both_ways(gold, gold_search):
-            yield list(_parse_gold_text(gold))
-
-    def preds():
-        if not answer_search:
-            yield _parse(answer)
-        if _read_both_ways(answer, answer_search):
-            yield _parse_text(answer)
-
-    pred_variants = [p for p in preds() if p]
-    shown = None
-    if answer_search and pred_variants:
-        found = pred_variants[0]
-        shown = found[-1] if isinstance(found[-1], str) else str(found[0])
-    any_gold = False
-    for g in golds():
-        if not g:
-            continue
-        any_gold = True
-        for p in pred_variants:
-            if verify(g, p, timeout_seconds=None):  # type: ignore[arg-type]
-                return True, "equal", shown
-    if not any_gold:
-        return None, "gold_unparsable", shown
-    if not pred_variants:
-        return False, "answer_unparsable", shown
-    return False, "not_equal", shown
-
-
-@contextmanager
-def _soft_deadline(seconds: float):
-    """Raise `_Deadline` in the main thread after `seconds` (SIGALRM via setitimer, sub-second)."""
-    if not hasattr(signal, "setitimer"):
-        raise RuntimeError("In-process time bound needs POSIX signals; use Verifier(workers>=1).")
-
-    def handler(signum, frame):
-        raise _Deadline()
-
-    old_handler = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old_handler)
-
-
-def _run_bounded(check_fn: Callable, gold: str, answer: str, timeout_s: float) -> tuple:
-    """(equal, checker, reason) of `check_fn` under the soft deadline; never raises."""
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError(
-            "In-process checks (Verifier(workers=0) or verify.check) bound their time with SIGALRM, "
-            "which only works in the main thread. From a thread, use Verifier(workers=1 or more)."
-        )
-    try:
-        with _soft_deadline(timeout_s):
-            equal, reason, *found = check_fn(gold, answer)
-        return (equal, "math_verify", reason, *found)
-    except _Deadline:
-        return None, "deadline", f"timeout: over {timeout_s:g} s"
-    except Exception as e:  # noqa: BLE001 - any failure of the checker is "cannot verify"
-        return None, "error", f"error: {type(e).__name__}"
-
-
-def _worker_main(conn, check_fn: Callable, timeout_s: float) -> None:
-    """Worker process loop: warm up, say "ready", then answer (index, gold, answer) tasks."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a notebook is the parent's business
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    try:
-        _run_bounded(math_verify_check, "\\frac{1}{2}", "0.5", 30.0)  # import + load parsers (~0.3 s)
-        conn.send(("ready", os.getpid()))
-        while True:
-            try:
-                task = conn.recv()
-            except (EOFError, OSError):
-                return
-            if task is None:
-                return
-            index, gold, answer, fn = task
-            conn.send((index, _run_bounded(fn or check_fn, gold, answer, timeout_s)))
-    except (BrokenPipeError, EOFError, OSError, KeyboardInterrupt):
-        return
-
-
-# ---------------------------------------------------------------------------------------------
-# Second opinion
-# ---------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Judge(Protocol):
-    """A second opinion on a rejected answer: True (equivalent), False (not), None (cannot tell)."""
-
-    name: str
-
-    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None) -> bool | None: ...
-
-
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-_SPACING_RE = re.compile(r"\\[,!;: ]|~|\\quad|\\qquad")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree")
-_ASSIGN_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!=)")
-_NUM_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[+-]?\.\d+$")
-_FRAC_RE = re.compile(r"^([+-]?)\\frac\{([^{}]+)\}\{([^{}]+)\}$|^([+-]?)\\frac(\d)(\d)$")
-_SLASH_RE = re.compile(r"^([+-]?[\d.]+)\s*/\s*([\d.]+)$")
-_UNIT_TAIL_RE = re.compile(r"^(.*?\d)\s*([A-Za-z][A-Za-z ]*)$")
-
-
-def normalize_answer(s: str) -> str:
-    """A canonical string for simple answers: the RuleJudge's normaliser (also handy for voting).
-
-    Strips `$`, boxes, `\\left`/`\\right`, spacing commands, `\\text{..}`-like wrappers,
-    degrees, `\\%`/`%`, `\\$`, a leading `x =`, a trailing `.`; `\\dfrac`/`\\tfrac` -> `\\frac`;
-    `2{,}125` -> `2,125`; collapses spaces; lower-cases purely alphabetic words.
-    """
-    t = strip_math_delimiters(s)
-    inner = last_boxed(t) if BOX_CMD_RE.search(t) else None
-    t = inner if inner is not None else t
-    t = t.replace("\\left", "").replace("\\right", "")
-    t = t.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    t = _SPACING_RE.sub(" ", t)
-    for _ in range(3):  # \text{\textbf{x}} -> x
-        t = _TEXT_CMD_RE.sub(r"\1", t)
-    t = _DEGREE_RE.sub("", t)
-    t = t.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
-    t = t.replace("{,}", ",")
-    t = _ASSIGN_RE.sub("", t.strip())
-    t = re.sub(r"\s+", " ", t).strip().rstrip(".").strip()
-    if re.fullmatch(r"[A-Za-z][A-Za-z ]+", t):
-        t = t.lower()
-    return t
-
-
-def exact_number(s: str) -> Fraction | None:
-    """Exact value of an integer, decimal, `a/b` or `\\frac{a}{b}` with numeric a, b; else None."""
-    s = s.replace(" ", "")
-    if _NUM_RE.match(s):
-        return Fraction(s.replace(",", ""))
-    m = _FRAC_RE.match(s)
-    if m:
-        sign, num, den = (m.group(1), m.group(2), m.group(3)) if m.group(2) else (m.group(4), m.group(5), m.group(6))
-        a, b = exact_number(num), exact_number(den)
-        if a is None or b is None or b == 0:
-            return None
-        return -a / b if sign == "-" else a / b
-    m = _SLASH_RE.match(s)
-    if m:
-        a, b = exact_number(m.group(1)), exact_number(m.group(2))
-        if a is None or b is None or b == 0:
-            return None
-        return a / b
-    return None
-
-
-def _strip_units(s: str) -> str:
-    """`5 cm` -> `5`, `18 dollars` -> `18`; only when what remains is a plain number."""
-    m = _UNIT_TAIL_RE.match(s)
-    if m and exact_number(m.group(1)) is not None:
-        return m.group(1)
-    return s
-
-
-def _split_top_level(s: str) -> list[str]:
-    parts, depth, cur = [], 0, []
-    for ch in s:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts]
-
-
-def _unwrap_single(s: str) -> str:
-    """`(073)` -> `073`: parentheses around one number (AIME's `\\textbf{(073)}` style)."""
-    if len(s) > 2 and s[0] == "(" and s[-1] == ")" and exact_number(s[1:-1]) is not None:
-        return s[1:-1]
-    return s
-
-
-def _same_simple(gold: str, answer: str) -> bool:
-    g, a = _strip_units(normalize_answer(gold)), _strip_units(normalize_answer(answer))
-    if not g or not a:
-        return False
-    g, a = _unwrap_single(g), _unwrap_single(a)
-    if g[0] + g[-1] == a[0] + a[-1] and g[0] in "([" and g[-1] in ")]" and len(g) > 2 and len(a) > 2:
-        gp, ap = _split_top_level(g[1:-1]), _split_top_level(a[1:-1])
-        if len(gp) > 1 and len(gp) == len(ap):  # tuples / intervals: element-wise, order matters
-            return all(_same_simple(x, y) for x, y in zip(gp, ap))
-    fg, fa = exact_number(g), exact_number(a)
-    if fg is not None and fa is not None:
-        return fg == fa  # exact: 1/3 vs 0.333 stays unequal on purpose
-    return g.replace(" ", "") == a.replace(" ", "")
-
-
-@dataclass(frozen=True)
-class RuleJudge:
-    """Offline, deterministic second opinion: normalise both sides, then compare exactly.
-
-    Recovers formatting-only rejections (`x = 5` vs `5`, `2,125` vs `2125`, `5\\text{ cm}` vs
-    `5`, `\\dfrac{1}{2}` vs `0.5`, `30^\\circ` vs `30`). Numbers are compared as exact Fractions,
-    tuples element-wise in order, anything else as normalised strings, so it never accepts an
-    answer that differs in value. Known leniency: `1,234` is read as one thousand two hundred
-    thirty-four (a thousands separator), not as the list 1, 234.
-    """
-
-    name: str = "rule"
-
-    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
-        if prefilter(gold) or prefilter(answer):
-            return None
-        return _same_simple(gold, answer)
-
-
-JUDGE_PROMPT = """\
-You are checking a student's final answer to a math problem against the reference answer.
-Decide whether the two answers are mathematically equivalent: the same value, expression,
-set or choice, allowing for different but equivalent notation (fractions vs decimals that are
-exactly equal, reordered terms, units or words around the same number). Do not solve the
-problem again and do not judge the reasoning; only compare the two final answers.
-
-Problem:
-{problem}
-
-Reference answer:
-{gold}
-
-Student's final answer:
-{answer}
-
-Are the two answers equivalent? Reply with exactly one word: YES or NO."""
-
-
-def parse_verdict(reply: str) -> bool | None:
-    """YES/NO from a judge reply, or None.
-
-    None if both YES and NO occur as words ("YES and NO", "No... wait, yes"); otherwise the one
-    that occurs ("Verdict: **YES**", "No, they differ."); otherwise a first word TRUE/FALSE or
-    CORRECT/INCORRECT; otherwise None.
-    """
-    words = re.findall(r"[A-Za-z]+", reply.upper())
-    found = {w for w in words if w in ("YES", "NO")}
-    if len(found) == 1:
-        return found.pop() == "YES"
-    if found or not words:
-        return None
-    return {"TRUE": True, "FALSE": False, "CORRECT": True, "INCORRECT": False}.get(words[0])
-
-
-@dataclass
-class LLMJudge:
-    """Second opinion from a language model: `complete(prompt) -> reply` (any client you like).
-
-    The prompt is `JUDGE_PROMPT` (or `prompt`), filled with problem, gold and answer; the reply
-    is read with `parse_verdict`. A raised exception or an unparseable reply gives None and is
-    counted in `errors` / `unparseable` (the rejection then stands).
-    """
-
-    complete: Callable[[str], str]
-    name: str = "llm"
-    prompt: str = JUDGE_PROMPT
-    calls: int = 0
-    errors: int = 0
-    unparseable: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
-        """Safe to call from several threads at once (the Verifier asks ``judge_concurrency`` at a time)."""
-        with self._lock:
-            self.calls += 1
-        text = self.prompt.format(problem=problem or "(not given)", gold=gold, answer=answer)
-        try:
-            reply = self.complete(text)
-        except Exception:  # noqa: BLE001 - counted; the Verifier stops a batch where too many fail
-            with self._lock:
-                self.errors += 1
-            return None
-        verdict = parse_verdict(reply) if isinstance(reply, str) else None
-        if verdict is None:
-            with self._lock:
-                self.unparseable += 1
-        return verdict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,7 +307,7 @@ class Verifier:
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self.check_fn, self.timeout_s), daemon=True, name="verify-worker"
+            target=worker_main, args=(child_conn, self.check_fn, self.timeout_s), daemon=True, name="verify-worker"
         )
         proc.start()
         child_conn.close()
@@ -904,7 +451,7 @@ class Verifier:
                 first[key(g, a, fn)] = i
                 unique.append((i, g, a, fn))
         if not self.workers:
-            done = {i: _run_bounded(fn or self.check_fn, g, a, self.timeout_s) for i, g, a, fn in unique}
+            done = {i: run_bounded(fn or self.check_fn, g, a, self.timeout_s) for i, g, a, fn in unique}
         else:
             done = self._run_pool(unique)
         self.stats.deduplicated += len(jobs) - len(unique)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lib import answers as A
+from lib import judges as J
 from lib import verify as V
 
 DATA = Path(__file__).parent / "data"
@@ -23,7 +24,7 @@ def test_strict_verdicts_on_recipe_outputs_are_pinned():
     lib.problems in the recipe's formats: think block + box, unclosed think, bare answers, ...)."""
     rows = [json.loads(line) for line in (DATA / "strict_recipe_outputs.jsonl").read_text().splitlines()]
     assert len(rows) == 320
-    with V.Verifier(workers=0, judge=V.RuleJudge()) as v:  # the stages' default policy is strict
+    with V.Verifier(workers=0, judge=J.RuleJudge()) as v:  # the stages' default policy is strict
         checks = v.check_many([(r["gold"], r["prediction"]) for r in rows])
     got = [(c.equal, c.answer, c.checker, c.reason) for c in checks]
     want = [(r["equal"], r["answer"], r["checker"], r["reason"]) for r in rows]
@@ -122,7 +123,7 @@ MADE_UP = [
 
 @pytest.fixture(scope="module")
 def lenient():
-    with V.Verifier(workers=0, judge=V.RuleJudge(), extract="lenient") as v:
+    with V.Verifier(workers=0, judge=J.RuleJudge(), extract="lenient") as v:
         yield v
 
 

@@ -11,7 +11,8 @@ from lib import problems as P
 from lib import rollouts
 from lib.tagging import LLMTagger, TaggerOutageError
 from lib.teachers import EmbeddedTeacher
-from lib.verify import JudgeOutageError, LLMJudge, Verifier
+from lib.judges import LLMJudge
+from lib.verify import JudgeOutageError, Verifier
 from tests.test_teachers import FakeServer, ok_body, teacher_for
 
 YES = ok_body(content="YES", reasoning=None)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from lib import answers as A
 from lib import eval_sets as B
+from lib import judges as J
 from lib import verify as V
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
@@ -212,7 +214,7 @@ def test_rule_judge_accepts_no_wrong_math500_answer(verifier):
     pairs = [(rows[(i + 1) % len(rows)]["answer"], r["solution"]) for i, r in enumerate(rows)]
     checks = verifier.check_many(pairs)
     rejected = [(g, c.answer) for (g, _), c in zip(pairs, checks) if c.equal is False and c.answer]
-    accepted_by_judge = [(g, a) for g, a in rejected if V.RuleJudge().judge(None, g, a, None)]
+    accepted_by_judge = [(g, a) for g, a in rejected if J.RuleJudge().judge(None, g, a, None)]
     print(f"MATH-500 shifted pairs: {len(rejected)} rejected by math-verify, {len(accepted_by_judge)} accepted by RuleJudge")
     assert len(rejected) > 450
     assert accepted_by_judge == []
@@ -230,9 +232,9 @@ def test_gsm8k_solutions_agree_with_answers(verifier):
 @needs_shared
 def test_aime24_solutions_agree_where_extractable(verifier):
     rows = B.load_local("aime24")
-    extractable = [r for r in rows if V.extract_answer(r["solution"]) is not None]
+    extractable = [r for r in rows if A.extract_answer(r["solution"]) is not None]
     alone_rate, alone = agreement(verifier, [(r["answer"], r["solution"]) for r in extractable])
-    judged = V.Verifier(workers=0, judge=V.RuleJudge()).check_many([(r["answer"], r["solution"]) for r in extractable])
+    judged = V.Verifier(workers=0, judge=J.RuleJudge()).check_many([(r["answer"], r["solution"]) for r in extractable])
     judged_rate = sum(c.equal is True for c in judged) / len(judged)
     print(
         f"AIME 2024: {len(extractable)}/{len(rows)} solutions have a box; agreement math-verify alone "

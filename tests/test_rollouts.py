@@ -18,7 +18,8 @@ import pytest
 from lib import problems as P
 from lib import rollouts as R
 from lib.teachers import EmbeddedTeacher
-from lib.verify import LLMJudge, Verifier
+from lib.judges import LLMJudge
+from lib.verify import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 4

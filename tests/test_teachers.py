@@ -15,7 +15,8 @@ import pytest
 from lib import problems as P
 from lib import teachers as T
 from lib.chat import INSTRUCTION
-from lib.verify import JUDGE_PROMPT, LLMJudge, Verifier, parse_verdict
+from lib.judges import JUDGE_PROMPT, LLMJudge, parse_verdict
+from lib.verify import Verifier
 
 RATES = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}
 

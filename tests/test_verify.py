@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from lib import answers as A
+from lib import judges as J
+from lib import math_check as MC
 from lib import verify as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +377,7 @@ def test_check_many_validates_items():
 
 
 def test_stats_count_outcomes():
-    v = V.Verifier(workers=0, judge=V.RuleJudge())
+    v = V.Verifier(workers=0, judge=J.RuleJudge())
     v.check_many([("1", "\\boxed{1}"), ("1", "\\boxed{2}"), ("", "\\boxed{1}"), ("104", "\\boxed{104.}")])
     s = v.stats
     assert (s.checks, s.correct, s.incorrect, s.unverifiable) == (4, 2, 1, 1)
@@ -422,11 +424,11 @@ def test_stats_count_outcomes():
     ],
 )
 def test_rule_judge(gold, answer, expected):
-    assert V.RuleJudge().judge(None, gold, answer, None) is expected
+    assert J.RuleJudge().judge(None, gold, answer, None) is expected
 
 
 def test_rule_judge_refuses_absurd_input():
-    assert V.RuleJudge().judge(None, "1", "1" * 5000, None) is None
+    assert J.RuleJudge().judge(None, "1", "1" * 5000, None) is None
 
 
 class FakeLLM:
@@ -462,26 +464,26 @@ class FakeLLM:
     ],
 )
 def test_parse_verdict(reply, expected):
-    assert V.parse_verdict(reply) is expected
+    assert J.parse_verdict(reply) is expected
 
 
 def test_llm_judge_fills_the_prompt_and_counts_failures():
     fake = FakeLLM("YES")
-    judge = V.LLMJudge(fake, name="fake")
+    judge = J.LLMJudge(fake, name="fake")
     assert judge.judge("What is 1+1?", "2", "two", None) is True
     assert "What is 1+1?" in fake.prompts[0] and "Reference answer:\n2" in fake.prompts[0]
     assert "two" in fake.prompts[0] and "one word" in fake.prompts[0]
 
-    assert V.LLMJudge(FakeLLM("NO")).judge(None, "2", "3", None) is False
-    garbage = V.LLMJudge(FakeLLM("hmm, maybe"))
+    assert J.LLMJudge(FakeLLM("NO")).judge(None, "2", "3", None) is False
+    garbage = J.LLMJudge(FakeLLM("hmm, maybe"))
     assert garbage.judge(None, "2", "3", None) is None and garbage.unparseable == 1
-    broken = V.LLMJudge(FakeLLM(TimeoutError("api down")))
+    broken = J.LLMJudge(FakeLLM(TimeoutError("api down")))
     assert broken.judge(None, "2", "3", None) is None and broken.errors == 1
 
 
 def test_judge_is_consulted_only_for_math_verify_rejections():
     fake = FakeLLM("YES")
-    v = V.Verifier(workers=0, judge=V.LLMJudge(fake, name="fake"))
+    v = V.Verifier(workers=0, judge=J.LLMJudge(fake, name="fake"))
     recovered = v.check("2", "\\boxed{two}", problem="1+1?")
     assert recovered.equal is True and recovered.checker == "judge:fake"
     assert v.check("2", "\\boxed{2}").checker == "math_verify"  # accepted: no call
@@ -491,7 +493,7 @@ def test_judge_is_consulted_only_for_math_verify_rejections():
 
 
 def test_failing_judge_leaves_rejection_standing():
-    v = V.Verifier(workers=0, judge=V.LLMJudge(FakeLLM(RuntimeError("boom"))))
+    v = V.Verifier(workers=0, judge=J.LLMJudge(FakeLLM(RuntimeError("boom"))))
     c = v.check("2", "\\boxed{3}")
     assert c.equal is False and c.checker == "math_verify"
     assert v.stats.judge_failed == 1
@@ -596,16 +598,16 @@ def test_plain_number_fast_path_agrees_with_math_verify():
         a = Fraction(rng.randint(-50, 50), rng.choice([1, 1, 2, 4, 5, 8]))
         b = a if rng.random() < 0.5 else a + rng.choice([1, -1, Fraction(1, 2)])
         gold, answer = show(a, rng.randrange(3)), show(b, rng.randrange(3))
-        fast = V.plain_number_verdict(gold, answer)
+        fast = MC.plain_number_verdict(gold, answer)
         if fast is None:
             continue
         decided += 1
         oracle = verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + answer + "}"))
         assert fast == bool(oracle), (gold, answer, fast, oracle)
     assert decided >= 80  # the path is actually taken
-    assert V.plain_number_verdict("1,22", "1.22") is None  # a separator: math-verify decides
-    assert V.plain_number_verdict("x+1", "2") is None and V.plain_number_verdict("0.5", "0.25") is None
-    assert V.plain_number_verdict("12", "-12") is False and V.plain_number_verdict("+7", "7") is True
+    assert MC.plain_number_verdict("1,22", "1.22") is None  # a separator: math-verify decides
+    assert MC.plain_number_verdict("x+1", "2") is None and MC.plain_number_verdict("0.5", "0.25") is None
+    assert MC.plain_number_verdict("12", "-12") is False and MC.plain_number_verdict("+7", "7") is True
 
 
 @pytest.mark.parametrize("extract", ["strict", "lenient"])

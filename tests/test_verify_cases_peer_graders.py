@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lib import judges as J
 from lib import verify as V
 
 ROWS = [json.loads(line) for line in (Path(__file__).parent / "data" / "peer_grader_cases.jsonl").read_text().splitlines()]
@@ -23,7 +24,7 @@ ROWS = [json.loads(line) for line in (Path(__file__).parent / "data" / "peer_gra
 
 @pytest.fixture(scope="module")
 def lenient():
-    with V.Verifier(workers=0, judge=V.RuleJudge(), extract="lenient") as v:  # what the CLI runs
+    with V.Verifier(workers=0, judge=J.RuleJudge(), extract="lenient") as v:  # what the CLI runs
         yield v
 
 

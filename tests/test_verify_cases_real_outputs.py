@@ -16,6 +16,7 @@ Sources:
 
 import pytest
 
+from lib import judges as J
 from lib import verify as V
 
 CASES = [
@@ -58,7 +59,7 @@ CASES = [
 def test_real_output_case(source, gold, prediction, math_verify_only, with_rule_judge):
     alone = V.Verifier(workers=0, judge=None).check(gold, prediction)
     assert alone.equal is math_verify_only, (source, alone)
-    judged = V.Verifier(workers=0, judge=V.RuleJudge()).check(gold, prediction)
+    judged = V.Verifier(workers=0, judge=J.RuleJudge()).check(gold, prediction)
     assert judged.equal is with_rule_judge, (source, judged)
     if math_verify_only != with_rule_judge:
         assert judged.checker == "judge:rule"

@@ -15,7 +15,7 @@ rollouts over 1.6M problems (Xu et al. 2025, arXiv 2504.21233, section "Distilla
 
 Every teacher returns :class:`Rollout` objects, ``n`` per problem, in the problems' order, and
 offers ``complete(prompt) -> str`` (one free-form answer) as the backend of the LLM judge
-(:class:`lib.verify.LLMJudge`) and of the LLM tagger. :func:`from_params` builds the one params
+(:class:`lib.judges.LLMJudge`) and of the LLM tagger. :func:`from_params` builds the one params
 section ``teacher`` names.
 """
 from __future__ import annotations

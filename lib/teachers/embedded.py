@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from lib.chat import THINK_CLOSE, THINK_OPEN
 
+from lib.judges import RuleJudge
 from lib.teachers.base import Rollout, _check_n
 
 
@@ -359,14 +360,12 @@ class EmbeddedTeacher:
     def complete(self, prompt: str) -> str:
         """An offline stand-in for an LLM: answers the answer-equivalence judge prompt.
 
-        Recognises :data:`lib.verify.JUDGE_PROMPT` (reference and student answers) and replies
-        YES/NO with :class:`lib.verify.RuleJudge`; anything else gets a fixed "cannot answer"
+        Recognises :data:`lib.judges.JUDGE_PROMPT` (reference and student answers) and replies
+        YES/NO with :class:`lib.judges.RuleJudge`; anything else gets a fixed "cannot answer"
         reply, which an LLM judge or tagger parses as "no verdict" and counts (never a guess).
         """
         m = re.search(r"Reference answer:\s*\n(.*?)\n\s*\nStudent's final answer:\s*\n(.*?)\n\s*\n", prompt, re.S)
         if m:
-            from lib.verify import RuleJudge
-
             verdict = RuleJudge().judge(None, m.group(1).strip(), m.group(2).strip())
             return {True: "YES", False: "NO", None: "UNSURE"}[verdict]
         return "I cannot answer this offline (embedded teacher)."
