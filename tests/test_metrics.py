@@ -453,7 +453,7 @@ def test_breakdown_sorts_groups_keeps_missing_keys_and_bootstraps_each_group():
     assert (df["lo"] < df["hi"]).iloc[:2].all()
     seeded = M.breakdown(records, by="domain", ci=True, seed=4)
     assert (seeded["lo"][0], seeded["hi"][0]) == pytest.approx(reference_bootstrap(algebra, seed=4), abs=1e-12)
-    with pytest.raises(KeyError, match="record 0 has no metric field 'score'; fields present: \\['correct', 'domain'\\]"):
+    with pytest.raises(KeyError, match=r"record 0 has no metric field 'score'; fields present: \['correct', 'domain'\]"):
         M.breakdown(records, by="domain", metric="score")
     with pytest.raises(ValueError, match="no records to break down"):
         M.breakdown([])

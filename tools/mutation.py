@@ -124,7 +124,8 @@ def status_of(code) -> str:
 
 
 def function_of(mutant: str, module: str) -> str:
-    """``lib.rl.xǁHeldoutTrackerǁmeasure__mutmut_3`` -> ``HeldoutTracker.measure``; ``lib.rl.x_probe__mutmut_1`` -> ``probe``."""
+    """``lib.rl.xǁHeldoutTrackerǁmeasure__mutmut_3`` -> ``HeldoutTracker.measure``;
+    ``lib.rl.x_probe__mutmut_1`` -> ``probe``."""
     name = mutant[len(f"lib.{module}."):]
     name = re.sub(r"__mutmut_\d+$", "", name)
     if name.startswith("xǁ"):
