@@ -355,3 +355,30 @@ def test_collator_float_mask_blocks_exactly_what_the_bool_mask_blocks():
         PackedCollator(pad_token_id=0, mask="bad")
     with pytest.raises(ValueError, match="row 0: seq_lengths sum to 2 but the row has 3 tokens"):
         PackedCollator(pad_token_id=0)([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "seq_lengths": [2]}])
+
+
+def test_pack_counts_each_dropped_eos_and_keeps_labels_aligned():
+    eos = 7
+    examples = [{"input_ids": [5, eos], "labels": [5, eos]}, {"input_ids": [1, 2, eos], "labels": [IGNORE, 2, eos]}]
+    rows, stats = pack(examples, 8, drop_eos_id=eos)
+    assert stats.n_eos_dropped == 2 and stats.tokens == 3
+    assert (rows[0].input_ids, rows[0].labels, rows[0].seq_lengths) == ([1, 2, 5], [IGNORE, 2, 5], [2, 1])
+
+
+def test_pack_loss_and_tie_rules():
+    # the second label is the only one: that example has a loss (only the first label is masked in a row)
+    _, stats = pack([{"input_ids": [1, 2, 3], "labels": [IGNORE, 2, IGNORE]}], 4)
+    assert stats.n_without_loss == 0
+    # equal lengths: input order decides, whatever the token ids
+    rows, _ = pack([_ex(3, 50), _ex(3, 10)], 4)
+    assert [r.example_ids for r in rows] == [[0], [1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_collator_additive_mask_in_the_models_dtype(dtype):
+    feats = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "seq_lengths": [2, 1]}]
+    m = PackedCollator(pad_token_id=0, mask_dtype=dtype)(feats)["attention_mask"]
+    assert m.dtype == dtype
+    assert m[0, 0].tolist() == [[0, torch.finfo(dtype).min, torch.finfo(dtype).min],
+                                [0, 0, torch.finfo(dtype).min],
+                                [torch.finfo(dtype).min, torch.finfo(dtype).min, 0]]
