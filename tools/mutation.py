@@ -51,9 +51,9 @@ MODULES = {
     "metrics": ["tests/test_metrics.py", "-m", "not slow"],
     "rl": ["tests/test_rl.py", "-m", "not slow", "-k",
            "not grpo and not normaliser and not fused_head and not heldout_tracker"],
-    # the megabyte-extraction timing test measures speed, which mutmut's call tracing slows past its limit
+    # timing tests (megabyte extraction, the process pool's deadlines) fail under mutmut's call tracing on a busy box
     "verify": ["tests/test_verify.py", "tests/test_verify_cases_real_outputs.py", "-m", "not slow", "-k",
-               "not megabyte_is_fast"],
+               "not megabyte_is_fast and not pool"],
     "packing": ["tests/test_packing.py", "-m", "not slow", "-k",
                 "not loss_equals and not leak and not gradients_equal and not fit_packed and not tokenize"
                 " and not collator_for"],
