@@ -2,6 +2,7 @@
 #   make tiny   set up (first time) and run the whole recipe on params/tiny.yaml -> outputs/tiny/
 #   make test   set up (first time) and run the tests (notebooks executed on params/smoke.yaml)
 # Other targets: make setup | make lab | make smoke | make clean-outputs
+#   make mutation   mutation testing of lib/{metrics,rl,verify,packing}.py (not in CI; docs/mutation.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 # (and PIP_EXTRA_INDEX_URL for a CPU or CUDA wheel index) before the first `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup tiny smoke test lab clean-outputs
+.PHONY: setup tiny smoke test lab clean-outputs mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,12 @@ smoke: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# mutmut is a tool of this target only (not a dependency of the package): installed on first use.
+MUTATION_MODULES ?= metrics rl verify packing
+mutation: setup
+	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut==3.8.*"
+	nice -n 19 $(PY) tools/mutation.py $(MUTATION_MODULES)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

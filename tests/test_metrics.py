@@ -286,3 +286,220 @@ def test_no_reference_solution_is_flagged():
             if M.is_repetitive(row["solution"]):
                 flagged.append(row["id"])
     assert flagged == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Values, not shapes: each test below pins a result that a plausible slip in lib/metrics.py would
+# change (found by mutation testing, `make mutation`; docs/mutation.md). Expected values come from
+# hand-worked numbers or a reference computation written here, never from the code under test.
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_bootstrap(values, n_boot=1000, alpha=0.05, seed=0):
+    """The percentile bootstrap written out: n_boot resamples of the items (one row each) from one
+    generator, interval = the alpha/2 and 1 - alpha/2 quantiles of the resample means."""
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    means = x[idx].sum(axis=1) / len(x)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+@pytest.mark.parametrize(
+    "n,c,k,message",
+    [
+        (4.0, 2, 1, "n must be an int, got float"),
+        (4, True, 1, "c must be an int, got bool"),
+        (4, 2, 1.0, "k must be an int, got float"),
+        (0, 0, 1, r"need n >= 1 and 0 <= c <= n, got n=0, c=0"),
+        (4, 5, 1, r"got n=4, c=5"),
+        (4, 2, 5, r"k must be between 1 and n=4 .*got k=5"),
+    ],
+)
+def test_pass_at_k_errors_name_the_argument(n, c, k, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        M.pass_at_k(n, c, k)
+
+
+def test_pass_at_k_curve_with_one_sample_per_problem():
+    # pass@1 with one sample per problem (the common case): the share of problems solved
+    assert M.pass_at_k_curve([[True], [False], [None], [True]]) == {1: 0.5}
+    with pytest.raises(ValueError, match="problem 1 has no samples"):
+        M.pass_at_k_curve([[True], [], []])
+    with pytest.raises(ValueError, match="per_problem_correct is empty"):
+        M.pass_at_k_curve([])
+
+
+def test_bootstrap_ci_equals_a_reference_computation():
+    values = np.array([1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1], dtype=bool)
+    # defaults: 1,000 resamples, 95%, seed 0
+    assert M.bootstrap_ci(values) == pytest.approx(reference_bootstrap(values), abs=1e-12)
+    for kw in ({"n_boot": 50, "alpha": 0.2, "seed": 3}, {"n_boot": 1, "alpha": 0.5, "seed": 7}):
+        assert M.bootstrap_ci(values, **kw) == pytest.approx(reference_bootstrap(values, **kw), abs=1e-12), kw
+
+
+def test_bootstrap_ci_chunked_draws_equal_one_draw():
+    # 100k items: drawn in chunks of 40 resamples (4M indices); the interval must be the one of
+    # 100 resamples drawn at once from the same generator, not of more or fewer resamples
+    values = (np.arange(100_000) % 7 == 0).astype(float)
+    assert M.bootstrap_ci(values, n_boot=100, seed=1) == pytest.approx(
+        reference_bootstrap(values, n_boot=100, seed=1), abs=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"alpha": 0.0}, r"alpha must be in \(0, 1\), got 0.0"),
+        ({"alpha": 1.0}, r"alpha must be in \(0, 1\), got 1.0"),
+        ({"alpha": 1.5}, r"alpha must be in \(0, 1\), got 1.5"),
+        ({"n_boot": 0}, "n_boot must be >= 1, got 0"),
+    ],
+)
+def test_bootstrap_ci_rejects_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        M.bootstrap_ci([0.0, 1.0], **kwargs)
+    with pytest.raises(ValueError, match=r"non-empty 1-D sequence, got shape \(0,\)"):
+        M.bootstrap_ci([])
+
+
+def test_mean_pass1_interval_resamples_problems_with_the_given_settings():
+    # 3 runs x 6 problems; per-problem scores (mean over runs) are 1, 2/3, 1/3, 0, 1, 0
+    runs = [
+        [True, True, False, False, True, False],
+        [True, False, True, False, True, None],
+        [True, True, False, False, True, False],
+    ]
+    per_problem = [1, 2 / 3, 1 / 3, 0, 1, 0]
+    s = M.mean_pass1_over_runs(runs)
+    assert s.mean == pytest.approx(sum(per_problem) / 6)
+    assert s.per_run == pytest.approx((0.5, 0.5, 0.5))
+    assert (s.lo, s.hi) == pytest.approx(reference_bootstrap(per_problem), abs=1e-12)  # defaults 1000, 0.05, 0
+    t = M.mean_pass1_over_runs(runs, n_boot=40, alpha=0.3, seed=5)
+    assert (t.lo, t.hi) == pytest.approx(reference_bootstrap(per_problem, n_boot=40, alpha=0.3, seed=5), abs=1e-12)
+    # one problem per run is fine; an empty run is not
+    one = M.mean_pass1_over_runs([[True], [False]])
+    assert (one.mean, one.n_problems, one.per_run) == (0.5, 1, (1.0, 0.0))
+    with pytest.raises(ValueError, match=r"same non-zero number of problems, got sizes \[0\]"):
+        M.mean_pass1_over_runs([[], []])
+    with pytest.raises(ValueError, match="correct_by_run is empty"):
+        M.mean_pass1_over_runs([])
+
+
+def test_canonical_key_prefixes_and_the_length_limit():
+    assert M.canonical_key("x + 1") == "str:x+1"  # spaces removed inside the key
+    assert M.canonical_key("0.25") == "num:1/4"
+    at_limit = "1" * V.MAX_ANSWER_CHARS
+    assert M.canonical_key(at_limit) == "num:" + at_limit  # at the limit: still parsed
+    over = "y" * (V.MAX_ANSWER_CHARS + 1)
+    assert M.canonical_key(over) == "raw:" + over  # past it: kept raw, never normalised
+
+
+def test_majority_votes_problem_without_answers_in_the_middle():
+    answers = [["1", "1", "2"], [None, None, None], ["3", "4", "4"]]
+    votes = M.majority_votes(answers, 3)
+    assert [(v.answer, v.votes, v.k) for v in votes] == [("1", 2, 3), (None, 0, 3), ("4", 2, 3)]
+    assert M.cons_at_k(answers, ["1", "0", "4"], 3) == pytest.approx(2 / 3)
+
+
+def test_majority_votes_and_cons_at_k_errors():
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        M.majority_votes([["1"]], 0)
+    with pytest.raises(ValueError, match="give either same_answer or same_answer_batch, not both"):
+        M.majority_votes([["a", "b"]], 2, lambda a, b: True, same_answer_batch=lambda p: [True])
+    with pytest.raises(ValueError, match="returned 0 verdicts for 1 pairs"):
+        M.majority_votes([["a", "b"]], 2, same_answer_batch=lambda p: [])
+    with pytest.raises(ValueError, match="give either is_correct or is_correct_batch, not both"):
+        M.cons_at_k([["a"]], ["a"], 1, is_correct=lambda g, a: True, is_correct_batch=lambda p: [True])
+    with pytest.raises(ValueError, match="is_correct_batch returned 0 verdicts for 1 pairs"):
+        M.cons_at_k([["a"]], ["a"], 1, is_correct_batch=lambda p: [])
+    with pytest.raises(ValueError, match="2 problems but 1 golds"):
+        M.cons_at_k([["a"], ["b"]], ["a"], 1)
+
+
+def test_cons_at_k_uses_the_given_key_and_graders():
+    lower = str.lower
+    # with key=str.lower, "A" and "a" are one group (2 votes) and beat "b"; graded by the key too
+    assert M.majority_votes([["b", "A", "a"]], 3, key=lower)[0].answer == "A"
+    assert M.cons_at_k([["b", "A", "a"]], ["a"], 3, key=lower) == 1.0
+    assert M.cons_at_k([["b", "A", "a"]], ["a"], 3) == 0.0  # default key: "b" wins the 1-1-1 tie
+    # a pairwise grader is used when given (here it accepts anything)
+    assert M.cons_at_k([["y"]], ["x"], 1, is_correct=lambda g, a: True) == 1.0
+    # nothing to grade (all None): the grader is not called; no problems at all: nan
+    calls = []
+    assert M.cons_at_k([[None]], ["1"], 1, is_correct_batch=lambda p: calls.append(p) or []) == 0.0
+    assert calls == []
+    assert math.isnan(M.cons_at_k([], [], 1))
+
+
+def test_breakdown_sorts_groups_keeps_missing_keys_and_bootstraps_each_group():
+    records = [
+        {"domain": "geometry", "correct": True},
+        {"domain": None, "correct": True},
+        {"domain": "algebra", "correct": False},
+        {"domain": "geometry", "correct": False},
+        {"domain": "algebra", "correct": True},
+        {"domain": "algebra", "correct": True},
+        {"domain": "geometry", "correct": True},
+    ]
+    df = M.breakdown(records, by="domain", ci=True)
+    # sorted by key, the missing key kept as its own group (last)
+    assert df["domain"].iloc[:2].tolist() == ["algebra", "geometry"] and df["domain"].isna().iloc[2]
+    assert df["mean"].tolist() == pytest.approx([2 / 3, 2 / 3, 1.0])
+    assert df["count"].tolist() == [3, 3, 1]
+    algebra, geometry = [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]
+    for row, values in zip(df.itertuples(), (algebra, geometry, [1.0])):
+        assert (row.lo, row.hi) == pytest.approx(reference_bootstrap(values), abs=1e-12)
+    assert (df["lo"] < df["hi"]).iloc[:2].all()
+    seeded = M.breakdown(records, by="domain", ci=True, seed=4)
+    assert (seeded["lo"][0], seeded["hi"][0]) == pytest.approx(reference_bootstrap(algebra, seed=4), abs=1e-12)
+    with pytest.raises(KeyError, match=r"record 0 has no metric field 'score'; fields present: \['correct', 'domain'\]"):
+        M.breakdown(records, by="domain", metric="score")
+    with pytest.raises(ValueError, match="no records to break down"):
+        M.breakdown([])
+
+
+def test_response_stats_values_and_single_items():
+    assert M.response_stats(lengths=[3, 1, 2]) == {
+        "length": {"n": 3, "mean": 2.0, "median": 2.0, "p90": pytest.approx(2.8), "max": 3.0}
+    }
+    assert M.response_stats() == {}
+    assert M.response_stats(finished=[False], texts=["fine"]) == {"truncated_share": 1.0, "repetitive_share": 0.0}
+    assert M.truncation_rate([False]) == 1.0
+    with pytest.raises(ValueError, match="no responses given"):
+        M.truncation_rate([])
+    with pytest.raises(ValueError, match="no texts given"):
+        M.response_stats(texts=[])
+    with pytest.raises(ValueError, match="no lengths given"):
+        M.length_stats([])
+
+
+@pytest.mark.parametrize(
+    "text,n,min_count,expected",
+    [
+        # "a b" occurs 3 times (starts 0, 2, 4) and covers words 0-5 of 7: 6/7
+        ("a b a b a b c", 2, 3, 6 / 7),
+        ("a b a b a b c", 2, 4, 0.0),  # most frequent n-gram 3 < 4 times
+        ("a b a b c", 2, 2, 4 / 5),
+        ("p q r", 2, 1, 1.0),  # every n-gram occurs once >= 1: every word covered
+        ("a " * 80, 10, 8, 1.0),  # exactly n * min_count words: long enough
+        ("a " * 79, 10, 8, 0.0),  # one word short
+    ],
+)
+def test_repetition_score_hand_worked(text, n, min_count, expected):
+    assert M.repetition_score(text, n=n, min_count=min_count) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("", 0), ("ab\nab\nab", 0), ("abc", 1), ("abc\nabc\nxy\nabc", 2), ("ab\nabc\nabc", 2)],
+)
+def test_max_consecutive_line_repeats_hand_worked(text, expected):
+    assert M.max_consecutive_line_repeats(text) == expected
+
+
+def test_is_repetitive_thresholds_are_inclusive():
+    loop = "a " * 80  # repetition_score 1.0
+    assert M.is_repetitive(loop, threshold=1.0)
+    assert not M.is_repetitive("abc\n" * 4, max_line_repeats=5)
+    assert M.is_repetitive("abc\n" * 5, max_line_repeats=5)

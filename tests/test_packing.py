@@ -299,3 +299,87 @@ def test_fit_packed_keep_eos_false_never_trains_the_stop(model_and_examples, tin
     assert all(eos not in r.labels for r in packed)  # no example teaches where an answer ends
     with pytest.raises(ValueError, match="ablation of packed training"):
         training.fit(model, tiny_tokenizer, rows, cfg, packing=False, keep_eos=False)
+
+
+# --------------------------------------------------------------------------- values, not shapes
+# Found by mutation testing (`make mutation`; docs/mutation.md): the packing statistics and the
+# dataset handed to the trainer were barely checked. Expected values are worked by hand.
+def test_pack_stats_hand_worked():
+    only_first_label = {"input_ids": [1, 2, 3], "labels": [1, IGNORE, IGNORE]}  # the first label is masked anyway
+    last_label = {"input_ids": [4, 5, 6], "labels": [IGNORE, IGNORE, 6]}
+    examples = [_ex(10, 100), _ex(12, 200), only_first_label, _ex(4, 300, prompt=4), _ex(5, 400), last_label]
+    rows, stats = pack(examples, 10)
+    # kept lengths 10 (exactly max_length: not truncated), 10 (12 cut by 2), 3, 4, 5, 3; BFD, longest
+    # first: 0 -> r0 (full), 1 -> r1 (full), 4 (5) -> r2, 3 (4) -> r2 (1 left), 2 (3) -> r3, 5 (3) -> r3
+    assert [r.example_ids for r in rows] == [[0], [1], [4, 3], [2, 5]]
+    assert [r.seq_lengths for r in rows] == [[10], [10], [5, 4], [3, 3]]
+    assert stats.as_dict() == {"n_examples": 6, "n_rows": 4, "max_length": 10, "tokens": 35, "n_truncated": 1,
+                               "tokens_truncated": 2, "n_without_loss": 2, "fill": 35 / 40, "n_eos_dropped": 0}
+
+
+def test_pack_edge_cases():
+    rows, stats = pack([], 10)
+    assert rows == [] and (stats.n_rows, stats.tokens, stats.fill) == (0, 0, 0.0)
+    rows, stats = pack([_ex(3), _ex(1, 50)], 2)  # the smallest allowed row
+    assert [r.seq_lengths for r in rows] == [[2], [1]] and (stats.n_truncated, stats.tokens_truncated) == (1, 1)
+    # a lone EOS is not dropped (the example would be empty)
+    rows, stats = pack([{"input_ids": [7], "labels": [7]}], 4, drop_eos_id=7)
+    assert rows[0].input_ids == [7] and stats.n_eos_dropped == 0
+    with pytest.raises(ValueError, match="max_length must be >= 2, got 1"):
+        pack([_ex(3)], 1)
+    with pytest.raises(ValueError, match="example 1: 2 input_ids but 1 labels"):
+        pack([_ex(3), {"input_ids": [1, 2], "labels": [1]}], 10)
+    with pytest.raises(ValueError, match="example 1 is empty"):
+        pack([_ex(3), {"input_ids": [], "labels": []}], 10)
+
+
+def test_rows_dataset_keeps_the_example_boundaries():
+    rows, _ = pack([_ex(3, 10), _ex(2, 20), _ex(4, 30)], 10)  # one row: 4 (ex 2), 3 (ex 0), 2 (ex 1)
+    ds = packing.rows_dataset(rows)
+    assert ds.column_names == ["input_ids", "labels", "seq_lengths"]
+    assert ds[0] == {"input_ids": [30, 31, 32, 33, 10, 11, 12, 20, 21],
+                     "labels": [IGNORE, IGNORE, 32, 33, IGNORE, IGNORE, 12, IGNORE, IGNORE],
+                     "seq_lengths": [4, 3, 2]}
+    # what the trainer does with it: the collator must see three examples, not one
+    batch = PackedCollator(pad_token_id=0)([ds[0]])
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 1]
+    assert not batch["attention_mask"][0, 0, 4, :4].any()  # the second example cannot see the first
+
+
+def test_collator_float_mask_blocks_exactly_what_the_bool_mask_blocks():
+    feats = [{"input_ids": [11, 12, 13, 21, 22], "labels": [11, 12, 13, 21, 22], "seq_lengths": [3, 2]}]
+    allowed = PackedCollator(pad_token_id=0)(feats)["attention_mask"]
+    additive = PackedCollator(pad_token_id=0, mask_dtype=torch.float32)(feats)["attention_mask"]
+    assert torch.equal(additive == 0, allowed)
+    assert torch.equal(additive == torch.finfo(torch.float32).min, ~allowed)
+    with pytest.raises(ValueError, match="mask must be '4d' or 'none', got 'bad'"):
+        PackedCollator(pad_token_id=0, mask="bad")
+    with pytest.raises(ValueError, match="row 0: seq_lengths sum to 2 but the row has 3 tokens"):
+        PackedCollator(pad_token_id=0)([{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "seq_lengths": [2]}])
+
+
+def test_pack_counts_each_dropped_eos_and_keeps_labels_aligned():
+    eos = 7
+    examples = [{"input_ids": [5, eos], "labels": [5, eos]}, {"input_ids": [1, 2, eos], "labels": [IGNORE, 2, eos]}]
+    rows, stats = pack(examples, 8, drop_eos_id=eos)
+    assert stats.n_eos_dropped == 2 and stats.tokens == 3
+    assert (rows[0].input_ids, rows[0].labels, rows[0].seq_lengths) == ([1, 2, 5], [IGNORE, 2, 5], [2, 1])
+
+
+def test_pack_loss_and_tie_rules():
+    # the second label is the only one: that example has a loss (only the first label is masked in a row)
+    _, stats = pack([{"input_ids": [1, 2, 3], "labels": [IGNORE, 2, IGNORE]}], 4)
+    assert stats.n_without_loss == 0
+    # equal lengths: input order decides, whatever the token ids
+    rows, _ = pack([_ex(3, 50), _ex(3, 10)], 4)
+    assert [r.example_ids for r in rows] == [[0], [1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_collator_additive_mask_in_the_models_dtype(dtype):
+    feats = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "seq_lengths": [2, 1]}]
+    m = PackedCollator(pad_token_id=0, mask_dtype=dtype)(feats)["attention_mask"]
+    assert m.dtype == dtype
+    assert m[0, 0].tolist() == [[0, torch.finfo(dtype).min, torch.finfo(dtype).min],
+                                [0, 0, torch.finfo(dtype).min],
+                                [torch.finfo(dtype).min, torch.finfo(dtype).min, 0]]

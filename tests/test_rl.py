@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -277,3 +278,238 @@ def test_step_timing_splits_each_step_by_hand_numbers():
     # a run that made no step does not divide by zero; missing timings count as zero
     assert rl.step_timing({"steps": 0, "timings": {"step_s": 3.0}}) == {
         "s_per_step": 3.0, "generation_s": 0.0, "checking_s": 0.0, "update_s": 3.0}
+
+
+# ---------------------------------------------------------------------------------------- values, not shapes
+# Each test below pins a result that a plausible slip in lib/rl.py's pure functions would change
+# (found by mutation testing, `make mutation`; docs/mutation.md): non-zero-mean groups, 0/1
+# rewards, the shipped parameter values. Expected values are worked by hand or with numpy here.
+from lib.sampling import Completion  # noqa: E402
+from lib.verify import Check  # noqa: E402
+
+
+class _ScriptedVerifier:
+    """check_many by a rule: equal if the text is the gold, unverifiable if it is '?'; records the pairs."""
+
+    def __init__(self):
+        self.pairs = []
+
+    def check_many(self, pairs):
+        self.pairs.extend(pairs)
+        return [Check(equal=None if text == "?" else text == gold, answer=text, checker="test", reason="")
+                for gold, text in pairs]
+
+
+def test_reward_values_and_pairs_are_configurable():
+    v = _ScriptedVerifier()
+    reward = rl.VerifiableReward(v, correct=2.0, wrong=-3.0, unverifiable=0.5)
+    got = reward(completions=["7", "8", [{"role": "assistant", "content": "?"}]], answer=["7", "7", "9"])
+    assert got == [2.0, -3.0, 0.5]
+    assert v.pairs == [("7", "7"), ("7", "8"), ("9", "?")]  # (gold, completion text), in order
+    assert reward.counts == {"correct": 1, "wrong": 1, "unverifiable": 1}
+
+
+@pytest.mark.parametrize("lengths,expected", [
+    ([1, 2, 3, 4], 1.25 ** 0.5 / 2.5),  # population std (divide by n): sqrt(1.25) / 2.5
+    ([0, 0], 0.0),                     # mean 0: defined as 0, not nan
+    ([7], 0.0),
+])
+def test_length_cv_values(lengths, expected):
+    assert rl.length_cv(lengths) == pytest.approx(expected, rel=1e-12)
+
+
+def test_length_cv_error_message():
+    with pytest.raises(ValueError, match="length_cv of no lengths"):
+        rl.length_cv([])
+
+
+def test_probe_pairs_each_prompt_with_its_own_samples():
+    class ScriptedSampler:
+        """Prompt i gets texts and token counts of its own, so a sample read from the wrong prompt shows."""
+
+        def __init__(self):
+            self.calls = []
+
+        def sample(self, problems, n, seed):
+            self.calls.append((list(problems), n, seed))
+            table = {"p0": [("a", 10), ("a", 10), ("x", 10), ("a", 10)],
+                     "p1": [("x", 5), ("b", 15), ("x", 5), ("?", 15)],
+                     "p2": [("x", 8), ("x", 8), ("x", 8), ("x", 8)]}
+            return [[Completion(t, n_tok, True) for t, n_tok in table[p]] for p in problems]
+
+    pool = pd.DataFrame({"problem": ["p0", "p1", "p2"], "answer": ["a", "b", "c"], "level": [3, 1, 2]},
+                        index=[10, 11, 12])
+    sampler, v = ScriptedSampler(), _ScriptedVerifier()
+    out = rl.probe(sampler, pool, v, k=4, seed=9)
+    assert sampler.calls == [(["p0", "p1", "p2"], 4, 9)]
+    assert out.index.tolist() == [0, 1, 2] and out.level.tolist() == [3, 1, 2]
+    assert out.lengths.tolist() == [[10, 10, 10, 10], [5, 15, 5, 15], [8, 8, 8, 8]]
+    assert out.n_correct.tolist() == [3, 1, 0]  # the unverifiable "?" is not correct
+    assert out.pass_rate.tolist() == [0.75, 0.25, 0.0]
+    assert out.length_cv.tolist() == pytest.approx([0.0, 0.5, 0.0])  # [5, 15, 5, 15]: std 5 / mean 10
+    assert v.pairs[4:8] == [("b", "x"), ("b", "b"), ("b", "x"), ("b", "?")]
+    assert "pass_rate" not in pool.columns  # the pool itself is not modified
+    with pytest.raises(ValueError, match="has no 'problem' column"):
+        rl.probe(sampler, pool.drop(columns="problem"), v, k=1, seed=0)
+
+
+# the shipped values (params/base.yaml rl section): max_length_cv 0.5, max_pass_rate 0.5,
+# drop_unsolved true, hard_below 0.25, oversample_hard 2
+SHIPPED = dict(max_length_cv=0.5, max_pass_rate=0.5, drop_unsolved=True, hard_below=0.25, oversample_hard=2, seed=0)
+
+
+def test_shipped_selection_repeats_hard_prompts_twice():
+    df, stats = rl.select_prompts(_probed(), prompt_optimization=True, rebalance=True, **SHIPPED)
+    # "uniform hard" passes 1/4 = 0.25: not below 0.25, so not hard at the shipped threshold
+    assert df.problem.value_counts().to_dict() == {"uniform hard": 1, "uniform medium": 1}
+    df, stats = rl.select_prompts(_probed(), prompt_optimization=True, rebalance=True,
+                                  **{**SHIPPED, "hard_below": 0.3})
+    assert df.problem.value_counts().to_dict() == {"uniform hard": 2, "uniform medium": 1}
+    assert stats == {"candidates": 5, "dropped_length_cv": 1, "dropped_too_easy": 1, "dropped_unsolved": 1,
+                     "hard": 1, "selected_unique": 2, "selected_rows": 3}
+    assert df.index.tolist() == [0, 1, 2]
+    once, _ = rl.select_prompts(_probed(), prompt_optimization=True, rebalance=True,
+                                **{**SHIPPED, "hard_below": 0.3, "oversample_hard": 1})
+    assert once.problem.value_counts().to_dict() == {"uniform hard": 1, "uniform medium": 1}
+
+
+def test_selection_without_dropping_unsolved_repeats_them_as_hard():
+    df, stats = rl.select_prompts(_probed(), prompt_optimization=True, rebalance=True,
+                                  **{**SHIPPED, "drop_unsolved": False, "hard_below": 0.3})
+    assert df.problem.value_counts().to_dict() == {"uniform hard": 2, "uniform unsolved": 2, "uniform medium": 1}
+    assert (stats["dropped_unsolved"], stats["hard"], stats["selected_unique"], stats["selected_rows"]) == (0, 2, 3, 5)
+
+
+def test_selection_with_filters_off():
+    df, stats = rl.select_prompts(_probed(), prompt_optimization=False, rebalance=False, **SHIPPED)
+    assert sorted(df.problem) == sorted(_probed().problem)
+    assert stats == {"candidates": 5, "selected_unique": 5, "selected_rows": 5}
+    df, stats = rl.select_prompts(_probed(), prompt_optimization=True, rebalance=False, **SHIPPED)
+    assert stats == {"candidates": 5, "dropped_length_cv": 1, "selected_unique": 4, "selected_rows": 4}
+
+
+def test_selection_shuffle_is_seeded():
+    n = 30
+    probed = pd.DataFrame({"problem": [f"p{i}" for i in range(n)], "answer": ["1"] * n,
+                           "lengths": [[10, 10]] * n, "n_correct": [1] * n}).assign(pass_rate=0.5, length_cv=0.0)
+    order = lambda seed: rl.select_prompts(probed, prompt_optimization=True, rebalance=True,  # noqa: E731
+                                           **{**SHIPPED, "seed": seed})[0].problem.tolist()
+    assert order(1) == order(1) and order(1) != order(2) and sorted(order(1)) == sorted(probed.problem)
+    assert order(1) != probed.problem.tolist()
+
+
+def test_selection_error_messages_give_the_numbers():
+    # lowest CV: "uniform unsolved" [30, 30, 31, 29], sqrt(0.5) / 30 = 0.024
+    with pytest.raises(rl.NoPromptsError, match=r"kept none of 5 prompts: .*rl.max_length_cv=0.001 \(lowest 0.024\)"):
+        rl.select_prompts(_probed(), prompt_optimization=True, rebalance=False, **{**SHIPPED, "max_length_cv": 0.001})
+    with pytest.raises(rl.NoPromptsError, match=r"kept none of 5 prompts \(4 above rl.max_pass_rate=0.0, "
+                                                r"1 never solved with rl.drop_unsolved\); the starting model"):
+        rl.select_prompts(_probed(), prompt_optimization=False, rebalance=True, **{**SHIPPED, "max_pass_rate": 0.0})
+    solved = _probed().query("n_correct > 0")
+    with pytest.raises(rl.NoPromptsError, match=r"kept none of 4 prompts \(4 above rl.max_pass_rate=0.0, 0 never "
+                                                r"solved\); the starting model"):
+        rl.select_prompts(solved, prompt_optimization=False, rebalance=True,
+                          **{**SHIPPED, "max_pass_rate": 0.0, "drop_unsolved": False})
+
+
+def test_balance_without_drop_all_equal_and_with_0_1_rewards():
+    # group 0 all correct, group 1 all wrong: no kind to balance against, nothing kept (and the
+    # groups after them are still balanced); group 2: 1 correct + 1 of 3 wrong; group 3: 2 + 2
+    r = torch.tensor([1., 1, 1, 1,   0, 0, 0, 0,   0, 1, 0, 0,   1, 0, 0, 1])
+    keep = rl.balance_mask(r, 4, balance=True, drop_all_equal=False, generator=torch.Generator().manual_seed(0))
+    g = keep.view(4, 4)
+    assert not g[0].any() and not g[1].any()
+    assert g[2, 1] and int(g[2].sum()) == 2
+    assert g[3].all()
+
+
+def test_drop_all_equal_with_0_1_rewards_drops_only_equal_groups():
+    r = torch.tensor([1., 0, 0, 1,   0, 0, 0, 0,   1, 1, 1, 1,   0.5, 0.5, 0.5, 0.5000001])
+    keep = rl.balance_mask(r, 4, balance=False, drop_all_equal=True)
+    assert keep.view(4, 4).all(dim=1).tolist() == [True, False, False, False]
+    assert keep.view(4, 4).any(dim=1).tolist() == [True, False, False, False]
+
+
+def test_balance_threshold_is_a_parameter():
+    r = torch.tensor([0.2, 0.8, 0.9, 0.1, 0.7, 0.1, 0.2, 0.3])
+    # above 0.5 is correct: group 0 is 2 correct + 2 wrong (all kept); group 1 is 1 + 1 of 3 wrong
+    keep = rl.balance_mask(r, 4, balance=True, drop_all_equal=True, correct_above=0.5,
+                           generator=torch.Generator().manual_seed(0))
+    assert keep[:4].all() and keep[4] and int(keep[4:].sum()) == 2
+    # at the default (0.0) every reward here counts as correct: nothing to balance, nothing kept
+    assert not rl.balance_mask(r, 4, balance=True, drop_all_equal=False).any()
+    with pytest.raises(ValueError, match=r"multiple of group_size=4 entries, got shape \(6,\)"):
+        rl.balance_mask(torch.ones(6), 4, balance=True, drop_all_equal=True)
+    with pytest.raises(ValueError, match=r"got shape \(2, 4\)"):
+        rl.balance_mask(torch.ones(2, 4), 4, balance=True, drop_all_equal=True)
+
+
+# Hand-worked GRPO advantages. Group 0: rewards [2, 0, 1, 5], the 5 not kept: kept mean 1,
+# deviations [1, -1, 0], unbiased std sqrt(2/2) = 1. Group 1: [1, 1, 1, -1] all kept: mean 0.5,
+# deviations [.5, .5, .5, -1.5], std sqrt(3/3) = 1. Group 2: only the 4 kept: deviation 0.
+# Group 3: nothing kept.
+ADV_R = torch.tensor([2., 0, 1, 5,   1, 1, 1, -1,   4, 0, 0, 0,   3, 3, 3, 3])
+ADV_KEEP = torch.tensor([1, 1, 1, 0,   1, 1, 1, 1,   1, 0, 0, 0,   0, 0, 0, 0], dtype=torch.bool)
+ADV_DEV = [1, -1, 0, 0,   .5, .5, .5, -1.5,   0, 0, 0, 0,   0, 0, 0, 0]
+
+
+def test_group_advantages_hand_worked():
+    assert rl.group_advantages(ADV_R, ADV_KEEP, 4, "none").tolist() == ADV_DEV
+    group = rl.group_advantages(ADV_R, ADV_KEEP, 4, "group")
+    assert group.tolist() == pytest.approx([d / (1 + 1e-4) for d in ADV_DEV], rel=1e-6, abs=1e-9)
+    assert rl.group_advantages(ADV_R, ADV_KEEP, 4).tolist() == group.tolist()  # "group" is the default
+    # "batch": one std over all 8 kept rewards
+    kept = np.array([2, 0, 1, 1, 1, 1, -1, 4], dtype=float)
+    std = kept.std(ddof=1)
+    batch = rl.group_advantages(ADV_R, ADV_KEEP, 4, "batch")
+    assert batch.tolist() == pytest.approx([d / (std + 1e-4) for d in ADV_DEV], rel=1e-6, abs=1e-9)
+
+
+def test_group_advantages_batch_scale_with_few_kept():
+    r = torch.tensor([1., -1, 7, 7])
+    two = rl.group_advantages(r, torch.tensor([True, True, False, False]), 4, "batch")
+    assert two.tolist() == pytest.approx([1 / (2 ** 0.5 + 1e-4), -1 / (2 ** 0.5 + 1e-4), 0, 0], rel=1e-6)
+    one = rl.group_advantages(r, torch.tensor([True, False, False, False]), 4, "batch")
+    assert one.tolist() == [0.0, 0.0, 0.0, 0.0]  # one kept reward: no std, no nan
+    with pytest.raises(ValueError, match="scale must be 'group', 'batch' or 'none', got 'bad'"):
+        rl.group_advantages(r, torch.ones(4, dtype=torch.bool), 4, "bad")
+
+
+@pytest.mark.parametrize("step,total,start,end,fraction,expected", [
+    (-5, 100, 1.0, 0.6, 0.5, 1.0),   # before the start: the start value
+    (10, 100, 1.0, 0.6, 0.5, 0.92),  # 1.0 - 0.4 * 10/50
+    (10, 100, 1.0, 0.6, 0.2, 0.8),   # 1.0 - 0.4 * 10/20
+    (40, 100, 1.0, 0.6, 0.2, 0.6),   # past the span: constant
+    (0, 10, 1.0, 0.6, -0.1, 0.6),    # no span: the end value
+    (3, 4, 0.5, 1.5, 1.0, 1.25),     # rising works too
+])
+def test_annealed_temperature_values(step, total, start, end, fraction, expected):
+    got = rl.annealed_temperature(step, total, start, end, fraction)
+    assert type(got) is float and got == pytest.approx(expected, rel=1e-12)
+
+
+def test_annealed_temperature_error_message():
+    with pytest.raises(ValueError, match="total_steps must be positive, got -1"):
+        rl.annealed_temperature(0, -1, 1.0, 0.6, 0.5)
+
+
+def test_step_curve_joins_logs_with_the_previous_steps_groups_and_temperature():
+    summary = {
+        "temperatures": [(0, 1.0, 1.0), (1, 0.8, 0.8)],
+        "groups": [{"step": 0, "groups": 4, "all_equal_groups": 1, "filtered_groups": 2},
+                   {"step": 1, "groups": 5, "all_equal_groups": 2}],
+        "log": [{"step": 1, "reward": -0.5, "reward_std": 0.25, "completions/mean_length": 12.0, "loss": 0.125},
+                {"step": 2, "reward": 0.0, "loss": 0.0625},
+                {"step": 3, "reward": 0.5},
+                {"reward": 1.0}],
+    }
+    df = rl.step_curve(summary)
+    assert list(df.columns) == ["step", "reward", "reward_std", "length", "loss", "temperature", "all_equal_share",
+                                "filtered_share"]
+    want = {"step": [1, 2, 3, 0], "reward": [-0.5, 0.0, 0.5, 1.0], "reward_std": [0.25, None, None, None],
+            "length": [12.0, None, None, None], "loss": [0.125, 0.0625, None, None],
+            "temperature": [1.0, 0.8, None, None], "all_equal_share": [0.25, 0.4, None, None],
+            "filtered_share": [0.5, 0.0, None, None]}
+    for col, values in want.items():
+        got = df[col].tolist()
+        assert [None if pd.isna(g) else g for g in got] == pytest.approx(values), col
