@@ -50,6 +50,8 @@ def lengths(records: pd.DataFrame) -> matplotlib.figure.Figure:
     sns.boxplot(data=records, x="stage", y="n_tokens", hue="set", order=order, ax=ax, fliersize=1)
     ax.set_xticks(range(len(order)), [_wrap(s) for s in order])  # long stage names wrap instead of overlapping
     ax.set(xlabel="", ylabel="response tokens", title="response length by stage")
+    if ax.get_legend() is not None:
+        ax.legend(title="set", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the boxes
     fig.tight_layout()
     return fig
 
@@ -116,6 +118,7 @@ def packing_fill(pack: dict) -> matplotlib.figure.Figure:
         ax.bar_label(bars, fmt="%.0f" if col == "fill" else "{:,.0f}", padding=2, fontsize=9)
         ax.set(xlabel=xlabel)
         ax.margins(x=0.2)
+        ax.invert_yaxis()  # packed on top
     axes[1].set_xlim(0, 115)
     axes[1].set_yticks([])
     fig.suptitle(f"packing: {pack['n_examples']:,} examples, {pack['tokens']:,} tokens", y=1.02)
@@ -130,7 +133,7 @@ def dpo_curves(curve: pd.DataFrame, beta: float | None = None) -> matplotlib.fig
     panels = [("DPO loss", [("loss", "loss")]),
               ("implicit reward" + (f" (β = {beta:g})" if beta is not None else ""),
                [("reward_chosen", "chosen"), ("reward_rejected", "rejected"), ("margin", "margin")]),
-              ("log-prob of the whole answer", [("logps_chosen", "chosen"), ("logps_rejected", "rejected")])]
+              ("log-prob of the whole answer (batch mean)", [("logps_chosen", "chosen"), ("logps_rejected", "rejected")])]
     for ax, (title, cols) in zip(axes, panels):
         drawn = False
         for col, label in cols:

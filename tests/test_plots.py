@@ -84,6 +84,9 @@ def test_lengths_wraps_long_stage_names_and_keeps_their_order():
     ax = plots.lengths(records).axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels[0] == "base" and "\n" in labels[1] and labels[1].replace("\n", " ").startswith("base + SFT, no mid")
+    fig = ax.figure
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_by_level_legend_sits_outside_the_bars():
