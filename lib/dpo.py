@@ -111,7 +111,9 @@ def dpo_config(section, out_dir, *, device: torch.device, dtype: torch.dtype, se
 
 def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: pd.DataFrame,
             cfg: DPOConfig) -> dict:
-    """Train; return loss/margin curves and held-out preference accuracy before and after.
+    """Train; return the curves TRL logs (loss; implicit rewards of chosen and rejected, their
+    margin and accuracy; summed log-probs of chosen and rejected) and held-out preference accuracy
+    before and after.
 
     Before training the policy equals the reference, so every implicit reward is 0 and TRL's
     preference accuracy (chosen reward > rejected reward) is 0 by construction: compare the
@@ -126,7 +128,9 @@ def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: 
     stats = run_trainer(trainer)
     after = trainer.evaluate() if len(eval_pairs) else {}
     stats["curve"] = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate"),
-                       "margin": h.get("rewards/margins"), "accuracy": h.get("rewards/accuracies")}
+                       "margin": h.get("rewards/margins"), "accuracy": h.get("rewards/accuracies"),
+                       "reward_chosen": h.get("rewards/chosen"), "reward_rejected": h.get("rewards/rejected"),
+                       "logps_chosen": h.get("logps/chosen"), "logps_rejected": h.get("logps/rejected")}
                       for h in trainer.state.log_history if "loss" in h]
     stats.update({
         "heldout_pref_accuracy_before": before.get("eval_rewards/accuracies"),

@@ -70,9 +70,14 @@ EXTRACT_NOTE = {"strict": "the last \\boxed{} after </think>, the format the mod
                 "lenient": "boxed, answer phrases, the last expression or a choice letter, for outputs from anywhere"}
 
 
-def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
-    """REPORT.md text; ``plots`` maps a plot name to its path relative to the report."""
+def render_markdown(report: dict, plots: dict[str, str] | None = None, images: bool = True) -> str:
+    """REPORT.md text; ``plots`` maps a plot name to its path relative to the report.
+
+    ``images=False`` leaves out every image line (a notebook shows the figures itself, and the
+    report's relative image paths do not resolve from the notebook's folder)."""
     plots = plots or {}
+    if not images:
+        return "\n".join(line for line in render_markdown(report, plots).split("\n") if not line.startswith("!["))
     sets = list(dict.fromkeys(name for row in report["stages"] for name in row["evals"]))
     st = report["settings"]
     commit = (report["git"].get("commit") or "unknown")[:12] + (" (dirty)" if report["git"].get("dirty") else "")
@@ -160,6 +165,30 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
     out += ["", f"Total: {sum(v or 0 for v in wall.values()):.0f} s (the evaluation stage's own time is "
             "recorded in its manifest after this report is written).", ""]
     return "\n".join(out)
+
+
+def clip_text(text: str, max_chars: int = 1500) -> str:
+    """``text`` cut to ``max_chars`` for display, saying how much was left out (looping traces
+    run to thousands of characters)."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n… [{len(text) - max_chars:,} more characters not shown]"
+
+
+def side_by_side_html(columns: dict[str, str], header: str | None = None, max_chars: int = 1500) -> str:
+    """Texts side by side as an HTML table (``{column title: text}``, escaped, clipped), for
+    ``IPython.display.HTML``: e.g. a DPO pair's chosen and rejected answers under its prompt."""
+    from html import escape
+
+    cell = 'style="vertical-align:top; text-align:left; width:{w}%"'.format(w=100 // max(len(columns), 1))
+    pre = '<pre style="white-space:pre-wrap; font-size:85%">{}</pre>'
+    out = ['<table style="width:100%; table-layout:fixed">']
+    if header is not None:
+        out.append(f'<tr><td colspan="{len(columns)}" style="text-align:left">{pre.format(escape(header))}</td></tr>')
+    out.append("<tr>" + "".join(f"<th {cell}>{escape(t)}</th>" for t in columns) + "</tr>")
+    out.append("<tr>" + "".join(f"<td {cell}>{pre.format(escape(clip_text(x, max_chars)))}</td>"
+                                for x in columns.values()) + "</tr>")
+    return "\n".join(out + ["</table>"])
 
 
 def _get(d: dict, k: int):

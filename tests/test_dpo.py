@@ -114,3 +114,7 @@ def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path
     assert stats["heldout_pref_accuracy_before"] == 0.0  # policy == reference: all rewards 0
     assert stats["heldout_pref_accuracy_after"] >= 0.8, stats
     assert stats["heldout_margin_after"] > 0 and stats["steps"] == 12 and stats["tokens_seen"] > 0
+    curve = pd.DataFrame(stats["curve"])  # TRL's logs, as the notebook plots them
+    assert curve[["margin", "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"]].notna().all().all()
+    assert (curve.margin - (curve.reward_chosen - curve.reward_rejected)).abs().max() < 1e-4
+    assert (curve.logps_chosen < 0).all() and (curve.logps_rejected < 0).all()

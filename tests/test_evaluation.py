@@ -116,6 +116,26 @@ def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
     assert "| base + SFT, no mid-training (LIMO/s1K ablation) | 5.0 [0.0, 10.0] |" in md
     assert "| GRPO + tricks | 20.0 | 30.0 | 25.0 | 40.0 |" in md and "| plain GRPO | 20.0 | 10.0 | 25.0 | 20.0 |" in md
     assert "cons@16 after" in md and "| GRPO + tricks | 2.00 | 1.00 | 0.10 | 0.90 |" in md
+    # in a notebook the report is shown without its images (their paths are relative to the run folder)
+    shown = report.render_markdown(rep, {"pass_at_k": "07_eval/pass_at_k.png"}, images=False)
+    assert "![" not in shown and "06_rl/rl_tracking.png" in report.render_markdown(rep)
+    full = report.render_markdown(rep, {"pass_at_k": "07_eval/pass_at_k.png"})
+    assert "![pass_at_k](07_eval/pass_at_k.png)" in full
+    assert [line for line in full.splitlines() if not line.startswith("![")] == shown.splitlines()
+
+
+def test_clip_text_says_what_it_left_out():
+    assert report.clip_text("abc", 5) == "abc"
+    clipped = report.clip_text("x" * 6000, 1500)
+    assert clipped.startswith("x" * 1500) and clipped.endswith("[4,500 more characters not shown]")
+
+
+def test_side_by_side_html_escapes_and_clips_each_column():
+    html = report.side_by_side_html({"chosen (correct)": "<think>3 + 4 = 7</think> \\boxed{7}",
+                                     "rejected (incorrect)": "y" * 70}, header="What is 3 + 4?", max_chars=40)
+    assert html.count("<th ") == 2 and "chosen (correct)" in html and "rejected (incorrect)" in html
+    assert "&lt;think&gt;3 + 4 = 7&lt;/think&gt;" in html and "<think>" not in html
+    assert "[30 more characters not shown]" in html and "What is 3 + 4?" in html
 
 
 def test_eval_stage_follows_every_checkpoint_stage():
