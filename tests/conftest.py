@@ -54,3 +54,19 @@ def tiny_model(tiny_tokenizer, smoke_params):
 
     torch.manual_seed(0)
     return build_scratch(smoke_params.model, tiny_tokenizer).eval()
+
+
+@pytest.fixture
+def use_fake_stages(monkeypatch, tmp_path):
+    """``use_fake_stages(stages)`` installs a fake stage registry with fixed code and library
+    hashes, and returns a params loader (smoke values, writing under a temporary output root)."""
+    from lib import artifacts, stages
+
+    def install(fake):
+        monkeypatch.setattr(stages, "STAGES", fake)
+        monkeypatch.setattr(stages, "BY_NAME", {s.name: s for s in fake})
+        monkeypatch.setattr(artifacts, "notebook_hash", lambda name: "code-" + name)
+        monkeypatch.setattr(artifacts, "lib_hash", lambda name: "lib-" + name)
+        return lambda *overrides: params_mod.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *overrides])
+
+    return install

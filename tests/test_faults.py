@@ -33,12 +33,8 @@ FAKE = (
 
 
 @pytest.fixture
-def fake_stages(monkeypatch, tmp_path):
-    monkeypatch.setattr(stages, "STAGES", FAKE)
-    monkeypatch.setattr(stages, "BY_NAME", {s.name: s for s in FAKE})
-    monkeypatch.setattr(artifacts, "notebook_hash", lambda name: "code-" + name)
-    monkeypatch.setattr(artifacts, "lib_hash", lambda name: "lib-" + name)
-    return lambda *o: params_mod.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *o])
+def fake_stages(use_fake_stages):
+    return use_fake_stages(FAKE)
 
 
 def finish_with_parquet(p, name, df):

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from lib import artifacts, recipe, stages
-from lib import params as P
 from lib.paths import PARAMS_DIR, ROOT
 
 FAKE = (
@@ -19,13 +18,9 @@ FAKE = (
 
 
 @pytest.fixture
-def fake_stages(monkeypatch, tmp_path):
+def fake_stages(use_fake_stages):
     """Three fake stages with fixed code hashes; params write to a temp output root."""
-    monkeypatch.setattr(stages, "STAGES", FAKE)
-    monkeypatch.setattr(stages, "BY_NAME", {s.name: s for s in FAKE})
-    monkeypatch.setattr(artifacts, "notebook_hash", lambda name: "code-" + name)
-    monkeypatch.setattr(artifacts, "lib_hash", lambda name: "lib-" + name)
-    return lambda *overrides: P.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *overrides])
+    return use_fake_stages(FAKE)
 
 
 def complete(p, name, metrics=None):
