@@ -2,7 +2,7 @@
 #   make tiny   set up (first time) and run the whole recipe on params/tiny.yaml -> outputs/tiny/
 #   make test   set up (first time) and run the tests (notebooks executed on params/smoke.yaml)
 # Other targets: make setup | make lab | make smoke | make clean-outputs
-#   make mutation   mutation testing of lib/{metrics,rl,verify,packing}.py (not in CI; docs/mutation.md)
+#   make mutation   mutation testing of lib/{metrics,rl,answers,packing}.py (not in CI; docs/mutation.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -32,7 +32,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # mutmut is a tool of this target only (not a dependency of the package): installed on first use.
-MUTATION_MODULES ?= metrics rl verify packing
+MUTATION_MODULES ?= metrics rl answers packing
 mutation: setup
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut==3.8.*"
 	nice -n 19 $(PY) tools/mutation.py $(MUTATION_MODULES)

@@ -153,3 +153,151 @@ def test_cli_default_is_lenient_and_says_so(tmp_path):
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["equal"] is equal
         assert f"extract {policy} |" in res.stderr
+
+
+# --- values pinned by mutation testing (make mutation, module answers) -------------------------------
+# Expected values are worked out by hand from the module docstring's rules.
+
+
+@pytest.mark.parametrize("call", [A.extract_answer, A.prediction_to_answer, lambda x: A.extract(x, "lenient")])
+def test_non_strings_are_named_in_the_error(call):
+    with pytest.raises(TypeError, match="must be a str, got int"):
+        call(5)
+
+
+def test_strict_extraction_fields():
+    assert A.extract("\\boxed{5}") == A.Extraction("5", False, "")  # strict is the default policy
+    assert A.extract("<think>\\boxed{5}") == A.Extraction(None, False, "unclosed_think")
+    assert A.extract("x" * (A.MAX_BARE_ANSWER_CHARS + 1)) == A.Extraction(None, False, "no_box")
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("x" * 300, "no_answer"),  # at the cap it is a bare answer, not a completion without a box
+        ("x" * 301, "no_box"),
+        ("   ", "empty"),
+        ("<think>\\boxed{1}</think> done", "box_only_in_think"),
+        ("<think>x</think> \\boxed{}", "no_answer"),  # a box after the think block, but empty
+    ],
+)
+def test_why_no_answer(text, reason):
+    assert A.why_no_answer(text) == reason
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("\\boxed{\\boxed {42}}", "42"),  # space between the inner command and its brace
+        ("\\boxed{8}, \\boxed 123456789012", "123456789012"),  # the brace-less box ends last
+        ("x" * 300, "x" * 300),  # a bare answer of exactly MAX_BARE_ANSWER_CHARS
+        ("\\[\\]", None),  # empty display math: no answer
+        ("$", "$"),  # a lone dollar is not a pair of delimiters
+    ],
+)
+def test_strict_edge_values(text, expected):
+    assert A.prediction_to_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("", A.Extraction(None, False, "empty")),
+        ("<|im_end|>", A.Extraction(None, False, "empty")),
+        ("\\boxed{\\boxed{42}}", A.Extraction("42", False, "")),
+        ("\\boxed{\\boxed {42}}", A.Extraction("42", False, "")),
+        ("\\boxed{1 + \\fbox{2}}", A.Extraction("1 + \\fbox{2}", False, "")),  # the inner box is not a second answer
+        ("\\boxed{5}, \\boxed{5}", A.Extraction("5", False, "")),  # a repeated box counts once
+        ("\\[\\boxed{1}.\\] \\[\\boxed{2}\\]", A.Extraction("2", False, "")),  # a period ends the first answer
+        ("\\boxed{1}" + " " * 60 + "\\boxed{2}", A.Extraction("1, 2", False, "")),  # gap at MAX_BOX_GAP_CHARS
+        ("\\boxed{1}" + " " * 61 + "\\boxed{2}", A.Extraction("2", False, "")),  # one more: separate
+        ("1" * 300, A.Extraction("1" * 300, False, "")),  # bare answer at the cap
+        ("1" * 301, A.Extraction("1" * 301, True, "")),  # over it: searched
+        ("1\n2", A.Extraction("1\n2", True, "")),  # two lines: searched
+        ("TWELVE APPLES", A.Extraction("TWELVE APPLES", True, "")),  # prose in capitals: searched
+        ("a</think>b</think>42", A.Extraction("42", False, "")),  # after the last </think>
+        ("a<think>b", A.Extraction("a b", False, "")),  # an unclosed think tag is a space; "a b" is no prose
+        ("<think>5", A.Extraction("5", False, "")),
+        ("<|im_start|><|im_start|>42<|im_end|>", A.Extraction("42", False, "")),  # leading debris, twice
+    ],
+)
+def test_lenient_extraction_values(text, expected):
+    assert A.extract(text, "lenient") == expected
+
+
+def test_final_boxes_without_content_is_none():
+    assert A.final_boxes("\\boxed{}") is None
+    assert A.final_boxes("no box") is None
+
+
+@pytest.mark.parametrize(
+    "region,expected",
+    [
+        ("Ответ: 5", "answer: 5"),
+        ("the total is $14{,}916$", "the total is $14,916$"),
+        ("$1\\!000$", "$1000$"),
+    ],
+)
+def test_search_text(region, expected):
+    assert A.search_text(region) == expected
+
+
+@pytest.mark.parametrize(
+    "s,gold,expected",
+    [
+        ("(A) or (B)", False, None),  # two letters named: a hedge
+        ("(B) 5", False, "B"),
+        ("B) 5", False, "B"),
+        ("e", True, None),  # a lower-case gold is Euler's number, not option E
+        ("e", False, "E"),
+    ],
+)
+def test_choice_letter(s, gold, expected):
+    assert A.choice_letter(s, gold=gold) == expected
+
+
+@pytest.mark.parametrize(
+    "gold,expected",
+    [
+        ("e", None),
+        ("(D) " + "x" * 296, "D"),  # 300 characters: a named option
+        ("(D) " + "x" * 297, None),  # 301: too long to be one
+        ("\\text{(C)}", "C"),
+    ],
+)
+def test_lenient_gold_choice(gold, expected):
+    assert A.lenient_gold_choice(gold) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("\\boxed{B}", "B"),
+        ("\\boxed{\\textbf{B}}", "B"),
+        ("Not A. \\boxed{7}", None),  # a boxed non-letter: an answer, not a choice
+        ("I think it's A", "A"),
+        ("I think it's C", "C"),
+        ("I think it's E", "E"),
+        ("nothing chosen here", None),
+    ],
+)
+def test_lenient_choice(text, expected):
+    assert A.lenient_choice(text) == expected
+
+
+@pytest.mark.parametrize(
+    "s,depth",
+    [("", 0), ("x", 0), ("()", 1), ("()()", 1), ("(())", 2), ("([{}])", 3), ("))((", 2), ("(()(()))", 3),
+     ("f(X(1))", 2)],
+)
+def test_nesting_depth(s, depth):
+    assert A.nesting_depth(s) == depth
+
+
+def test_prefilter_caps():
+    assert A.prefilter("1" * 1000) is None
+    assert A.prefilter("1" * 1001) == "too_long"
+    assert A.prefilter("(" * 12 + ")" * 12) is None
+    assert A.prefilter("(" * 13 + ")" * 13) == "too_deep"
+    assert A.prefilter("abc", max_chars=2) == "too_long"
+    assert A.prefilter("((a))", max_nesting=1) == "too_deep"
