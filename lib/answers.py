@@ -318,6 +318,24 @@ def final_boxes(region: str) -> str | None:
     return ", ".join(parts) if parts else None
 
 
+def _drop_unary_plus(t: str) -> str:
+    """Remove a plus sign that is a sign ("+7", "is +7", "= +3", "(+5)"), never a binary plus
+    between operands ("200 + 20", "x + 7", "a+1"): a plus after a number, a closing bracket, a
+    one-letter variable, or glued to what precedes it stays."""
+    def sign(m: re.Match) -> str:
+        head = t[: m.start()]
+        if head[-1:] and (head[-1:].isalnum() or head[-1:] in ")]}."):
+            return m.group(0)  # glued: "a+1", "2+3"
+        word = re.search(r"(\w+)\s*$", head)
+        if word and (word.group(1)[-1].isdigit() or len(word.group(1)) == 1):
+            return m.group(0)  # after an operand: "200 + 20", "x + 7"
+        if re.search(r"[)\]}.]\s*$", head):
+            return m.group(0)
+        return ""
+
+    return re.sub(r"\+\s*(?=\d)", sign, t)
+
+
 def search_text(region: str) -> str:
     """The region as math-verify's own extraction should see it (what it lacks, added)."""
     t = region[-MAX_SEARCH_CHARS:]
@@ -327,7 +345,7 @@ def search_text(region: str) -> str:
         tail = _FOREIGN_TAIL_RE.sub("", t[m.end() :], count=1)
         t = t[: m.start()] + "answer: " + tail
     t = t.replace("{,}", ",").replace("\\!", "")
-    t = re.sub(r"(?<![\w)}\]])\+\s*(?=\d)", "", t)  # "+7" -> "7" (math-verify's numbers take no +)
+    t = _drop_unary_plus(t)  # "+7" -> "7" (math-verify's numbers take no +); "200 + 20" keeps its +
     return t
 
 

@@ -301,3 +301,17 @@ def test_prefilter_caps():
     assert A.prefilter("(" * 13 + ")" * 13) == "too_deep"
     assert A.prefilter("abc", max_chars=2) == "too_long"
     assert A.prefilter("((a))", max_nesting=1) == "too_deep"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so 200 + 20 = 220", "so 200 + 20 = 220"),   # a binary plus between numbers stays
+    ("x + 7 = 9", "x + 7 = 9"),                   # ... and after a one-letter variable
+    ("(2) + 3", "(2) + 3"),
+    ("a+1", "a+1"),
+    ("The answer is +7", "The answer is 7"),      # a sign goes: math-verify's numbers take no +
+    ("+7", "7"),
+    ("x = +3", "x = 3"),
+    ("(+5)", "(5)"),
+])
+def test_search_text_drops_only_a_sign_plus(text, expected):
+    assert A.search_text(text) == expected
