@@ -338,9 +338,11 @@ def stale_outputs(params: params_mod.Params, stage: str) -> str | None:
 
 def git_state() -> dict:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.strip()
     try:
-        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        # Content through the .gitattributes filters, not stat: a notebook JupyterLab saved with
+        # outputs (stripped by nbstripout when added) is not a change; `git status` may still list it.
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("diff", "--name-only", "HEAD"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

@@ -14,6 +14,10 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
                           PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config)
 
+from lib import bars
+
+bars.hook_transformers()  # in a notebook, checkpoint shard bars save as text, not widgets
+
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; asking for CUDA without one is an error, not a fallback."""

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from lib.bars import tqdm  # tqdm.auto, whose notebook widget saves as its final text line
 
 ENV = "PHI4MR_PROGRESS_FILE"
 MIN_INTERVAL_S = 1.0     # at most one record a second (a progress file, not a log)

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib import artifacts, params as params_mod, preflight, progress, stages
+from lib import artifacts, html_export, params as params_mod, preflight, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
 
 KERNEL = "phi4mr"
@@ -68,7 +68,7 @@ def sync_notebooks() -> list[Path]:
         new = params_mod.parameters_cell(s.sections, tiny)
         if new != old:
             nb["cells"][i]["source"] = new.splitlines(keepends=True)
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")  # nbformat's layout
             changed.append(path)
     return changed
 
@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"✓ {s.name:<18} {_fmt_elapsed(elapsed):>7}{_key_metric(s, d)}", flush=True)
     lock.__exit__(None, None, None)
+    print(f"html report: {html_export.export_run(root)}", flush=True)
     print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
     return 0
 

@@ -147,6 +147,8 @@ def test_smoke_run_skip_and_failure(tmp_path):
     assert "## Stage table" in md and "| base |" in md
     for png in ("pass_at_k.png", "by_level.png", "lengths.png"):
         assert (tmp_path / "smoke" / "07_eval" / png).stat().st_size > 1000
+    index = (tmp_path / "smoke" / "html" / "index.html").read_text()  # the run as HTML, every stage linked
+    assert all(f'href="{s.name}.html"' in index for s in stages.STAGES)
 
     # reproducible: the same seed in a fresh folder gives the same table, number for number
     again = tmp_path / "again"
