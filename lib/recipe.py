@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lib import artifacts, html_export, params as params_mod, preflight, progress, stages
+from lib import artifacts, params as params_mod, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
 
 KERNEL = "phi4mr"
@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         if action == "run" and (why := artifacts.stale_outputs(p, s.name)):
             print(f"  {'':<18} rerun: {why}")
     if args.dry_run:
+        from lib import preflight  # builds what stages build: imports the training stack (~10 s), so only here
+
         failed = False
         for s, _ in steps:
             try:
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"✓ {s.name:<18} {_fmt_elapsed(elapsed):>7}{_key_metric(s, d)}", flush=True)
     lock.__exit__(None, None, None)
+    from lib import html_export  # nbconvert: imported when a run ends, not at every start
+
     print(f"html report: {html_export.export_run(root)}", flush=True)
     print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
     return 0

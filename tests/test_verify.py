@@ -136,8 +136,8 @@ def test_extraction_of_a_megabyte_stays_linear():
         return time.perf_counter() - t0
 
     small = min(seconds(20_000) for _ in range(3))
-    big = seconds(200_000)
-    assert big < 30 * max(small, 1e-3), (small, big)
+    big = min(seconds(200_000) for _ in range(2))  # best of a few: a GC pause is not the algorithm
+    assert big < 40 * max(small, 1e-3), (small, big)  # measured ~11x; quadratic would be ~100x
 
 
 # ---------------------------------------------------------------------------------------------
