@@ -26,6 +26,8 @@ from pathlib import Path
 from lib import artifacts, params as params_mod, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
 
+ETA_PROFILES = "eta_profile.json"  # in a run folder: its finished stages' ETA profiles (lib.progress)
+
 KERNEL = "phi4mr"
 
 
@@ -120,12 +122,13 @@ class ProgressWatcher:
     """Tails a running stage's progress file (:mod:`lib.progress`) and prints one line about it.
 
     On a terminal the line updates in place every second; otherwise (CI, a log file) a new line
-    is printed every ``every_s`` seconds. Every printed line also goes to ``log_path``.
+    is printed every ``every_s`` seconds. Every printed line also goes to ``log_path``. With an ETA
+    ``profile`` of the stage (:func:`lib.progress.stage_eta`) the line ends with the stage's ETA.
     """
 
     def __init__(self, stage: str, progress_path: Path, log_path: Path, *, every_s: float = 10.0,
-                 tty: bool | None = None, out=None):
-        self.stage, self.progress_path, self.log_path = stage, progress_path, log_path
+                 tty: bool | None = None, out=None, profile: dict | None = None):
+        self.stage, self.progress_path, self.log_path, self.profile = stage, progress_path, log_path, profile
         self.out = out or sys.stdout
         self.tty = self.out.isatty() if tty is None else tty
         self.every_s = 1.0 if self.tty else every_s
@@ -135,7 +138,10 @@ class ProgressWatcher:
         self._width = 0
 
     def line(self) -> str:
-        return f"  {self.stage:<18} " + progress.describe(progress.last_record(self.progress_path), time.time() - self.t0)
+        now = time.time()
+        records = progress.read_records(self.progress_path)
+        eta = progress.stage_eta(records, self.profile, self.t0, now)
+        return f"  {self.stage:<18} " + progress.describe(records[-1] if records else None, now - self.t0, eta)
 
     def emit(self) -> str:
         text = self.line()
@@ -180,11 +186,18 @@ def quiet_kernel_manager(log_path: Path):
     return QuietKernelManager
 
 
+def eta_profile_files(p: params_mod.Params) -> list[Path]:
+    """Where a stage's ETA profile is looked for: this run folder's (written as its stages finish),
+    then the one shipped with the params (``params/<run name>.eta.json``)."""
+    return [artifacts.run_dir(p) / ETA_PROFILES, PARAMS_DIR / f"{p.run.name}.eta.json"]
+
+
 def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
     """Run one stage notebook with papermill; raise SystemExit naming the executed notebook on failure.
 
     While it runs, a :class:`ProgressWatcher` prints what the stage is doing; the stage folder keeps
     ``progress.jsonl`` (the stage's records), ``progress.log`` (the printed lines) and ``kernel.log``.
+    When it succeeds, its task timings become the stage's ETA profile in the run folder.
     """
     import papermill as pm
 
@@ -194,9 +207,11 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
     for name in (artifacts.PROGRESS, "progress.log", "kernel.log"):
         (d / name).unlink(missing_ok=True)
     out_nb = d / f"{stage.name}.ipynb"
+    params_hash = p.hash(stage.sections)
+    profile = progress.find_profile(stage.name, params_hash, eta_profile_files(p))
     t0 = time.time()
     try:
-        with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log"):
+        with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log", profile=profile) as w:
             pm.execute_notebook(
                 str(NOTEBOOKS_DIR / f"{stage.name}.ipynb"), str(out_nb),
                 parameters=params_mod.to_flat(p, stage.sections),
@@ -212,7 +227,10 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
                              f"notebooks/ edited during the run?); run the same command again to redo it")
         raise SystemExit(f"✗ {stage.name} ran but did not write {artifacts.MANIFEST} in {d} "
                          f"(its last cell must call stage.finish(...)); see {out_nb}")
-    return time.time() - t0
+    t_end = time.time()
+    progress.save_profile(eta_profile_files(p)[0], stage.name,
+                          progress.profile_of(progress.read_records(d / artifacts.PROGRESS), w.t0, t_end, params_hash))
+    return t_end - t0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import time
 
@@ -97,3 +98,126 @@ def test_watcher_on_a_terminal_rewrites_one_line(tmp_path):
         time.sleep(1.2)  # a terminal updates every second
     text = out.getvalue()
     assert text.startswith("\r  00_base_model") and "\n" not in text and text.endswith("\r")
+
+
+# ------------------------------------------------------------------------------- the stage ETA
+T0 = 1000.0  # the stage's start (wall time) in the cases below
+
+
+def rec(task, n, total, at, *, start=False, done=False):
+    r = {"task": task, "n": n, "total": total, "unit": "it", "elapsed": 0.0, "rate": None, "metrics": {},
+         "done": done, "time": T0 + at}
+    return {**r, "start": True} if start else r
+
+
+# An earlier run: sampling from 10 s to 20 s, training from 30 s to 90 s, the stage over at 100 s.
+PROFILE = {"params_hash": "h", "wall_s": 100.0, "tasks": [["sampling", 10.0, 20.0], ["train", 30.0, 90.0]]}
+
+
+@pytest.mark.parametrize("recs,now,expected", [
+    # the sampling started at 20 s where the profile's did at 10 s: twice as slow, so the stage
+    # ends at 20 + 2 * (100 - 10) = 200 s; asked at 25 s, 175 s are left
+    ([rec("sampling", 0, 10, 20, start=True)], 25, 175.0),
+    # half the sampling done at 30 s: 15 s into the profile, still twice as slow: 30 + 2 * 85 = 200
+    ([rec("sampling", 0, 10, 20, start=True), rec("sampling", 5, 10, 30)], 30, 170.0),
+    # training a quarter done at 60 s: profile point 30 + 0.25 * 60 = 45 s, speed 60/45: 60 + 55 * 4/3
+    ([rec("sampling", 0, 10, 20, start=True), rec("sampling", 10, 10, 35, done=True),
+      rec("train", 0, 40, 50, start=True), rec("train", 10, 40, 60)], 60, 60 + 55 * 60 / 45 - 60),
+    # the same run, asked 20 s later with no new record: the predicted end stays where it was
+    ([rec("sampling", 0, 10, 20, start=True), rec("sampling", 10, 10, 35, done=True),
+      rec("train", 0, 40, 50, start=True), rec("train", 10, 40, 60)], 80, 60 + 55 * 60 / 45 - 80),
+    # a resumed task (started at 20 of 40) counts its share from where it started
+    ([rec("sampling", 0, 10, 20, start=True), rec("sampling", 10, 10, 35, done=True),
+      rec("train", 20, 40, 50, start=True), rec("train", 30, 40, 60)], 60, 60 + 40 * 60 / 60 - 60),
+    # past the predicted end: 0, never negative
+    ([rec("sampling", 0, 10, 5, start=True), rec("sampling", 10, 10, 10, done=True)], 500, 0.0),
+])
+def test_stage_eta_scales_the_rest_of_the_profile_by_this_runs_speed(recs, now, expected):
+    assert progress.stage_eta(recs, PROFILE, T0, T0 + now) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("recs,profile", [
+    ([], PROFILE),                                                    # nothing reported yet
+    ([rec("sampling", 0, 10, 20, start=True)], None),                  # no profile for these params
+    ([rec("train", 0, 10, 20, start=True)], PROFILE),                  # another sequence of tasks
+    ([rec("sampling", 0, 10, 20, start=True), rec("train", 0, 4, 30, start=True),
+      rec("sampling", 0, 4, 40, start=True)], PROFILE),                # more tasks than the profile has
+    ([rec("sampling", 0, 10, 0.5, start=True)], {**PROFILE, "tasks": [["sampling", 0.5, 9.0]]}),  # too early
+])
+def test_no_stage_eta_without_a_matching_profile(recs, profile):
+    assert progress.stage_eta(recs, profile, T0, T0 + 50) is None
+
+
+def test_records_of_another_task_between_do_not_move_the_position():
+    """RL: the trainer's step records arrive between the sampling tasks it starts."""
+    prof = {"params_hash": "h", "wall_s": 50.0,
+            "tasks": [["train", 2.0, 2.0], ["sampling", 10.0, 20.0], ["sampling", 30.0, 40.0]]}
+    recs = [rec("train", 0, 2, 4, start=True), rec("sampling", 0, 8, 20, start=True), rec("sampling", 8, 8, 40, done=True)]
+    eta = progress.stage_eta(recs, prof, T0, T0 + 40)
+    assert eta == pytest.approx(2 * 30)  # at profile point 20 s after 40 s: speed 2, 30 profile seconds left
+    assert progress.stage_eta(recs + [rec("train", 1, 2, 45)], prof, T0, T0 + 40) == pytest.approx(eta)
+
+
+def test_profile_of_a_finished_stage_and_its_file(tmp_path):
+    recs = [rec("sampling", 0, 10, 10, start=True), rec("sampling", 5, 10, 15), rec("sampling", 10, 10, 20, done=True),
+            rec("train", 0, 40, 30, start=True), rec("sampling", 0, 2, 31, start=True), rec("train", 40, 40, 90, done=True)]
+    prof = progress.profile_of(recs, T0, T0 + 100, "h")
+    # a task ends at its own last record; the trainer's final record after the sampling is not the sampling's
+    assert prof == {"params_hash": "h", "wall_s": 100.0,
+                    "tasks": [["sampling", 10.0, 20.0], ["train", 30.0, 30.0], ["sampling", 31.0, 31.0]]}
+    f = tmp_path / "eta_profile.json"
+    progress.save_profile(f, "04_sft", prof)
+    progress.save_profile(f, "03_mid_train", PROFILE)
+    progress.save_profile(f, "04_sft", {**prof, "wall_s": 120.0})  # a rerun replaces the stage's profile
+    assert progress.load_profiles(f) == {"03_mid_train": PROFILE, "04_sft": {**prof, "wall_s": 120.0}}
+    # the first file with this stage *and* these parameters wins; others are passed over
+    other = tmp_path / "shipped.json"
+    progress.save_profile(other, "04_sft", {**prof, "params_hash": "g"})
+    assert progress.find_profile("04_sft", "g", [f, other])["params_hash"] == "g"
+    assert progress.find_profile("04_sft", "h", [tmp_path / "none.json", f])["wall_s"] == 120.0
+    assert progress.find_profile("05_rollout_dpo", "h", [f, other]) is None
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"04_sft": {"wall_s": 3}}', "[1, 2]"])
+def test_a_broken_profile_file_is_a_named_error(tmp_path, text):
+    f = tmp_path / "eta_profile.json"
+    f.write_text(text)
+    with pytest.raises(progress.ProfileError, match="delete it"):
+        progress.load_profiles(f)
+
+
+def test_bars_and_trainers_mark_their_first_record(sink, monkeypatch):
+    monkeypatch.setattr(progress, "MIN_INTERVAL_S", 0.0)
+    with progress.Bar(2, "sampling", display=False) as bar:
+        bar.update(2)
+    recs = records(sink)
+    assert [r.get("start", False) for r in recs] == [True, False, False]
+
+
+def test_describe_with_a_stage_eta_prefers_it():
+    r = {"task": "train", "n": 100, "total": 400, "unit": "step", "rate": 2.0, "metrics": {}, "done": False}
+    assert progress.describe(r, 7.0, 95.0) == "train 100/400 steps | 2 step/s | 7s elapsed, stage ETA 1m35s"
+
+
+def test_watcher_with_a_profile_prints_the_stage_eta(tmp_path):
+    prog, out = tmp_path / "progress.jsonl", io.StringIO()
+    with ProgressWatcher("04_sft", prog, tmp_path / "log", every_s=0.05, tty=False, out=out, profile=PROFILE) as w:
+        # this run reached the profile's 10 s point 10 s after the watcher started: same speed
+        prog.write_text(json.dumps({**rec("sampling", 0, 10, 0, start=True), "time": w.t0 + 10}) + "\n")
+        time.sleep(0.3)
+    last = out.getvalue().splitlines()[-1]
+    eta = int(re.search(r"stage ETA 1m(\d\d)s", last).group(1))
+    assert 39 <= eta <= 40  # at the profile's 10 s point at t0 + 10 s: the stage ends at t0 + 100 s; asked at ~t0 + 0.3 s
+
+
+def test_the_shipped_tiny_profile_matches_the_tiny_params():
+    """A fresh clone's `make tiny` shows stage ETAs from params/tiny.eta.json only while its
+    parameter hashes are tiny's: after changing params/tiny.yaml, run `make tiny` and copy
+    outputs/tiny/eta_profile.json over params/tiny.eta.json."""
+    from lib import params as params_mod, stages
+    from lib.paths import PARAMS_DIR
+
+    p = params_mod.load(PARAMS_DIR / "tiny.yaml")
+    shipped = progress.load_profiles(PARAMS_DIR / "tiny.eta.json")
+    stale = [s.name for s in stages.STAGES if shipped.get(s.name, {}).get("params_hash") != p.hash(s.sections)]
+    assert not stale, f"params/tiny.eta.json is stale for {stale}: refresh it from outputs/tiny/eta_profile.json"

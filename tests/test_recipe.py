@@ -147,6 +147,10 @@ def test_smoke_run_skip_and_failure(tmp_path):
     assert "## Stage table" in md and "| base |" in md
     for png in ("pass_at_k.png", "by_level.png", "lengths.png"):
         assert (tmp_path / "smoke" / "07_eval" / png).stat().st_size > 1000
+    # every finished stage left its ETA profile for the next run in this folder
+    profiles = json.loads((tmp_path / "smoke" / "eta_profile.json").read_text())
+    assert sorted(profiles) == sorted(s.name for s in stages.STAGES)
+    assert profiles["03_mid_train"]["tasks"][0][0] == "sampling" and any(t[0] == "train" for t in profiles["03_mid_train"]["tasks"])
     index = (tmp_path / "smoke" / "html" / "index.html").read_text()  # the run as HTML, every stage linked
     assert all(f'href="{s.name}.html"' in index for s in stages.STAGES)
 
@@ -175,10 +179,12 @@ def test_smoke_run_skip_and_failure(tmp_path):
     r = cli("params/smoke.yaml", "--set", out, "--set", "eval.top_p=0.9")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("up to date, skipped") == len(stages.STAGES) - 1 and "✓ 07_eval" in r.stdout
-    # a teacher parameter: data generation and everything after it rerun, the base model does not
-    r = cli("params/smoke.yaml", "--set", out, "--set", "teacher.verbosity=normal")
+    # a teacher parameter: data generation and everything after it would rerun, the base model not
+    # (the plan only: executing it would cost another whole smoke run)
+    r = cli("params/smoke.yaml", "--set", out, "--set", "teacher.verbosity=normal", "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "= 00_base_model" in r.stdout and "✓ 01_generate_data" in r.stdout and "✓ 02_tag_data" in r.stdout
+    planned = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines() if line.startswith("  0")}
+    assert planned == {s.name: ("skip" if s.name == "00_base_model" else "run") for s in stages.STAGES}, r.stdout
 
     r = cli("params/smoke.yaml", "--set", out, "--set", "model.init=/nonexistent/checkpoint")
     assert r.returncode == 1
