@@ -383,3 +383,33 @@ def test_collator_additive_mask_in_the_models_dtype(dtype):
     assert m[0, 0].tolist() == [[0, torch.finfo(dtype).min, torch.finfo(dtype).min],
                                 [0, 0, torch.finfo(dtype).min],
                                 [torch.finfo(dtype).min, torch.finfo(dtype).min, 0]]
+
+
+def test_the_recipes_loss_is_trls_loss_and_the_one_by_one_mean(model_and_examples, tiny_tokenizer, smoke_params,
+                                                                 tmp_path):
+    """PackedSFTTrainer takes the model's own loss instead of TRL's fused LM head (faster on CPU):
+    on the same packed batch both give the mean negative log-prob of every labelled token, as the
+    examples scored one by one give it, and the same gradients."""
+    from lib.training import sft_config
+
+    _, examples = model_and_examples
+    cfg = sft_config(smoke_params.mid_train, tmp_path, device=torch.device("cpu"), dtype=torch.float32, seed=0,
+                     max_length=256, per_device_train_batch_size=4)
+    losses, grads = {}, {}
+    for trl_loss in (False, True):
+        torch.manual_seed(0)  # the same fresh model for both (a deep copy would keep TRL's patch on the original)
+        m = build_scratch(smoke_params.model, tiny_tokenizer)
+        batch, ordered = _packed(m, examples, 512, mask_dtype=torch.bool)  # long enough that nothing is truncated
+        with torch.no_grad():
+            expected = -_one_by_one(m.eval(), ordered).mean()
+        trainer, _ = packing.packed_trainer(m.train(), tiny_tokenizer, _rows(4), cfg)
+        trainer.trl_loss = trl_loss
+        m.eval()  # no dropout: both paths must see the same network
+        n_items = int((batch["labels"][:, 1:] != IGNORE).sum())
+        loss = trainer.compute_loss(m, dict(batch), num_items_in_batch=n_items)
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5), trl_loss
+        losses[trl_loss] = float(loss.detach())
+        grads[trl_loss] = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+    assert grads[False].numel() == sum(p.numel() for p in m.parameters())  # every weight got a gradient
+    assert torch.allclose(grads[False], grads[True], rtol=1e-4, atol=1e-7)

@@ -1,0 +1,133 @@
+"""Mid-training as the stage runs it, against a bare loop on the very same batches.
+
+    .venv/bin/python benchmarks/bench_midtrain.py [--run outputs/tiny] [--steps 60] [--rounds 3]
+
+Reads a finished run's mid-training rows (``02_tag_data/midtrain.parquet``) and base model
+(``00_base_model/model``), and the run's ``mid_train`` section and thread count, so it measures the
+stage's real shapes (packed rows of ``max_length``, ``batch_size`` rows per step, block-diagonal
+mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base model for
+``--steps`` optimizer steps:
+
+- ``bare``: the baseline. The first ``--steps`` batches the stage's trainer would train on (its
+  collator and seeded sampler, collated before the clock starts), then a bare loop: forward,
+  ``loss.backward()``, AdamW step, nothing else.
+- ``stage``: ``lib.training.fit(..., packing=True)`` with the run's ``mid_train`` section and
+  ``max_steps=--steps``, checkpoints off: the trainer the stage builds, configured as it is,
+  timed as :func:`lib.training.run_trainer` times it (``trainer.train()``).
+- ``stage_trl_loss``: the same, with TRL's own ``SFTTrainer.compute_loss`` (its fused LM head with
+  per-step entropy and token accuracy) instead of the recipe's (``PackedSFTTrainer.trl_loss``);
+  what the recipe's choice is worth.
+
+Real (non-pad) tokens per second; arms run in ``--rounds`` rounds, order reversed each round;
+ratios are medians of same-round ratios. Stop other jobs first: they share the cores.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib import chat, model as modellib, packing, params as params_mod, training  # noqa: E402
+from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+ARMS = ["bare", "stage", "stage_trl_loss"]
+
+
+def section_for(P, steps: int):
+    return P.mid_train.model_copy(update={"max_steps": steps, "checkpoint_every": 0})
+
+
+def stage_batches(base, tok, rows, P, steps: int) -> list[dict]:
+    """The first ``steps`` batches the stage's packed trainer trains on (its collator, its sampler)."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
+                                  seed=P.run.seed)
+        trainer, _ = packing.packed_trainer(copy.deepcopy(base), tok, rows, cfg)
+        batches = []
+        for b in trainer.get_train_dataloader():
+            batches.append({k: v for k, v in b.items() if k in ("input_ids", "labels", "position_ids", "attention_mask")})
+            if len(batches) == steps:
+                break
+    return batches
+
+
+def bare(model, batches, lr: float, pad_id: int) -> tuple[int, float]:
+    model.train()
+    t0 = time.perf_counter()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    real = 0
+    for batch in batches:
+        real += int((batch["input_ids"] != pad_id).sum())
+        model(**batch, use_cache=False).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return real, time.perf_counter() - t0
+
+
+def stage(model, tok, rows, P, steps: int, trl_loss: bool) -> tuple[int, float]:
+    old = packing.PackedSFTTrainer.trl_loss
+    packing.PackedSFTTrainer.trl_loss = trl_loss
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
+                                      seed=P.run.seed, disable_tqdm=True)
+            stats = training.fit(model, tok, rows, cfg, packing=True, resume=False)
+    finally:
+        packing.PackedSFTTrainer.trl_loss = old
+    assert stats["steps"] == steps, stats["steps"]
+    return stats["tokens_seen"], stats["train_seconds"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("outputs/tiny"), help="a run folder with 00 and 02 finished")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    args = ap.parse_args()
+    rows_file, model_dir = args.run / "02_tag_data" / "midtrain.parquet", args.run / "00_base_model" / "model"
+    if not rows_file.is_file() or not model_dir.is_dir():
+        sys.exit(f"error: {args.run} has no {rows_file.name} or base model; run "
+                 f"`python -m lib.recipe params/tiny.yaml --only 00 01 02` first")
+    P = params_mod.load(args.run / "params.yaml")
+    threads = P.run.threads or torch.get_num_threads()
+    quiet(threads)
+    import warnings
+    warnings.filterwarnings("ignore")
+    base, tok = modellib.load(model_dir, device=torch.device("cpu"))
+    data = pd.read_parquet(rows_file)
+    rows = [chat.conversation(r.problem, r.text) for r in data.itertuples()]
+    batches = stage_batches(base, tok, rows, P, args.steps)
+    fill = sum(int((b["input_ids"] != tok.pad_token_id).sum()) for b in batches) / sum(b["input_ids"].numel() for b in batches)
+    print(f"{args.run}: {len(rows):,} mid-training rows; batches of {P.mid_train.batch_size} x {P.mid_train.max_length} "
+          f"(fill {fill:.1%}), {base.config._attn_implementation} attention, {threads} threads, {args.steps} steps per arm")
+
+    tps = {a: [] for a in args.arms}
+    order = list(args.arms)
+    for r in range(args.rounds):
+        for arm in order:
+            model = copy.deepcopy(base)
+            if arm == "bare":
+                real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id)
+            else:
+                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm == "stage_trl_loss")
+            tps[arm].append(real / sec)
+            print(f"round {r + 1} {arm}: {real:,} real tokens in {sec:.1f} s = {real / sec:,.0f} tok/s", flush=True)
+        order.reverse()
+    for a in args.arms:
+        ratio = statistics.median(x / y for x, y in zip(tps[a], tps["bare"])) if "bare" in tps else float("nan")
+        print(f"{a}_real_tokens_per_s: {statistics.median(tps[a]):,.0f} ({ratio:.2f}x bare; range "
+              f"{min(tps[a]):,.0f}-{max(tps[a]):,.0f})")
+
+
+if __name__ == "__main__":
+    main()
