@@ -15,7 +15,7 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
   ``max_steps=--steps``, checkpoints off: the trainer the stage builds, configured as it is,
   timed as :func:`lib.training.run_trainer` times it (``trainer.train()``).
 - ``stage_trl_loss``: the same, with TRL's own ``SFTTrainer.compute_loss`` (its fused LM head with
-  per-step entropy and token accuracy) instead of the recipe's (``PackedSFTTrainer.trl_loss``);
+  per-step entropy and token accuracy) instead of the recipe's (``lib.sft_trainer``);
   what the recipe's choice is worth.
 
 Real (non-pad) tokens per second; arms run in ``--rounds`` rounds, order reversed each round;
@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib import chat, model as modellib, packing, params as params_mod, training  # noqa: E402
+from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ARMS = ["bare", "stage", "stage_trl_loss"]
@@ -74,15 +75,15 @@ def bare(model, batches, lr: float, pad_id: int) -> tuple[int, float]:
 
 
 def stage(model, tok, rows, P, steps: int, trl_loss: bool) -> tuple[int, float]:
-    old = packing.PackedSFTTrainer.trl_loss
-    packing.PackedSFTTrainer.trl_loss = trl_loss
+    old = RecipeSFTTrainer.trl_loss
+    RecipeSFTTrainer.trl_loss = trl_loss
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
                                       seed=P.run.seed, disable_tqdm=True)
             stats = training.fit(model, tok, rows, cfg, packing=True, resume=False)
     finally:
-        packing.PackedSFTTrainer.trl_loss = old
+        RecipeSFTTrainer.trl_loss = old
     assert stats["steps"] == steps, stats["steps"]
     return stats["tokens_seen"], stats["train_seconds"]
 

@@ -42,8 +42,9 @@ from typing import Literal
 import datasets
 import torch
 from datasets import Dataset
-from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
+
+from lib.sft_trainer import RecipeSFTTrainer
 
 IGNORE = -100  # label of tokens that carry no loss (transformers/TRL convention)
 
@@ -274,22 +275,13 @@ def _attn_impl(model) -> str:
 
 
 # --------------------------------------------------------------------------- train
-class PackedSFTTrainer(SFTTrainer):
-    """SFTTrainer that counts real tokens in packed batches, and takes the model's own loss.
+class PackedSFTTrainer(RecipeSFTTrainer):
+    """The recipe's SFTTrainer (:mod:`lib.sft_trainer`: the model's own loss), counting real tokens in packed batches.
 
     Trainer's ``include_num_input_tokens_seen="non_padding"`` and TRL's ``num_tokens`` metric
     both sum a 2D ``attention_mask``; a 4D mask sums to nonsense, so count tokens that are not
     padding instead (pad only ever fills the tail of a row).
-
-    The loss: TRL's ``SFTTrainer.compute_loss`` runs its fused LM head, which on a CPU scores
-    every position in Python-level chunks with a custom backward and also computes the entropy
-    and top-1 accuracy of every token at every step, for the logs. The recipe takes the model's
-    own causal-LM loss instead (``transformers.Trainer.compute_loss``: one cross-entropy over the
-    logits, summed over label tokens and divided by ``num_items_in_batch``, the same quantity);
-    ``benchmarks/bench_midtrain.py`` measures what it is worth. ``trl_loss = True`` restores TRL's.
     """
-
-    trl_loss = False
 
     def _track_num_input_tokens(self, inputs):
         if self.args.include_num_input_tokens_seen == "no":
@@ -301,11 +293,7 @@ class PackedSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         before = self._total_train_tokens
-        if self.trl_loss:
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        else:
-            out = Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if self.model.training:
             self._total_train_tokens = before + int(self._real_tokens(inputs))
             self._metrics["train"]["num_tokens"] = [self._total_train_tokens]

@@ -22,10 +22,11 @@ import torch
 import datasets
 from datasets import Dataset
 from transformers import TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from lib import progress
 from lib.packing import packed_trainer
+from lib.sft_trainer import RecipeSFTTrainer
 from lib.params import Train
 
 
@@ -214,7 +215,7 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
         raise ValueError("no training rows: the stage's data subset is empty; stage 02_tag_data's metrics.json "
                          "(subset_stats -> filters) shows which filter removed every row")
     datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    trainer = RecipeSFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=callbacks)
     return run_trainer(trainer, resume)
 

@@ -1,0 +1,50 @@
+"""lib.sft_trainer: the recipe's SFTTrainer takes the model's own loss; it must be TRL's loss."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib import chat, problems
+from lib.model import build_scratch
+from lib.sft_trainer import RecipeSFTTrainer
+from lib.training import sft_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_padded_sft_loss_is_trls_and_the_mean_completion_nll(tiny_tokenizer, smoke_params, tmp_path):
+    """On one padded batch of TRL's own collator: both loss paths give the mean negative log-prob
+    of the completion tokens (computed here from the logits, independently), and equal gradients."""
+    from datasets import Dataset
+
+    rows = [chat.conversation(p.problem, problems.cot_solution(p)) for p in problems.generate(8, seed=3)]
+    cfg = sft_config(smoke_params.sft, tmp_path, device=torch.device("cpu"), dtype=torch.float32, seed=0,
+                     per_device_train_batch_size=8)
+    grads = {}
+    for trl_loss in (False, True):
+        torch.manual_seed(0)
+        model = build_scratch(smoke_params.model, tiny_tokenizer)
+        trainer = RecipeSFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows),
+                                   processing_class=tiny_tokenizer)
+        trainer.trl_loss = trl_loss
+        batch = next(iter(trainer.get_train_dataloader()))
+        labels = batch["labels"]
+        assert (labels != -100).sum() < (batch["attention_mask"] == 1).sum()  # prompts and pads carry no loss
+        model.eval()  # no dropout: both paths see the same network
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            lp = F.log_softmax(logits[:, :-1].float(), -1)
+            keep = labels[:, 1:] != -100
+            nll = -lp.gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0][keep]
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=int(keep.sum()))
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(float(nll.mean()), rel=1e-5), trl_loss
+        grads[trl_loss] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert torch.allclose(grads[False], grads[True], rtol=1e-4, atol=1e-7)
