@@ -135,10 +135,13 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
     by_domain = {}
     if first_runs["domain"].notna().any():
         by_domain = {str(d): float(g["correct"].eq(True).mean()) for d, g in first_runs.groupby("domain")}
+    ids = [str(i) for i in dict.fromkeys(records["id"])]
     return {
         "n_problems": len(correct),
         "n_samples": n,
         "pass1": pass1,
+        # each problem's mean correctness over the pass@1 runs: what paired stage comparisons need
+        "pass1_per_problem": {i: sum(x is not None and bool(x) for x in c[:runs]) / runs for i, c in zip(ids, correct)},
         "pass_at_k": {int(k): float(v) for k, v in pass_k.items()},
         "cons_at_k": {int(k): float(v) for k, v in cons.items()},
         "pass1_by_level": by_level,

@@ -137,6 +137,45 @@ def mean_pass1_over_runs(
     )
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """``after - before`` on the same problems: the mean per-problem difference with its interval."""
+
+    mean: float
+    lo: float
+    hi: float
+    n_problems: int
+    better: int  # problems whose score rose
+    worse: int   # problems whose score fell
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_difference(after: Mapping[str, float], before: Mapping[str, float], n_boot: int = 1000,
+                      alpha: float = 0.05, seed: int = 0) -> PairedDifference:
+    """The change of pass@1 between two evaluations of the same problems, paired by problem.
+
+    ``after`` and ``before`` map a problem id to its score (its mean correctness over runs). The
+    interval is a percentile bootstrap over problems of the per-problem differences: resampling a
+    problem keeps both of its scores together, so the spread between problems (hard ones are hard
+    for every stage) cancels, and the interval is much narrower than two unpaired intervals would
+    suggest. Both must cover exactly the same problems.
+    """
+    missing_after, missing_before = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+    if missing_after or missing_before:
+        raise ValueError(f"a paired difference needs the same problems on both sides: {len(missing_after)} only in "
+                         f"'before' (e.g. {missing_after[:3]}), {len(missing_before)} only in 'after' "
+                         f"(e.g. {missing_before[:3]}); evaluate both on the same set and seed")
+    if not after:
+        raise ValueError("no problems to compare")
+    keys = sorted(after)
+    d = np.array([float(after[k]) - float(before[k]) for k in keys])
+    lo, hi = bootstrap_ci(d, n_boot=n_boot, alpha=alpha, seed=seed)
+    return PairedDifference(mean=float(d.mean()), lo=lo, hi=hi, n_problems=len(keys),
+                            better=int((d > 0).sum()), worse=int((d < 0).sum()))
+
+
 # ---------------------------------------------------------------------------------------------
 # cons@k / maj@k
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +490,8 @@ __all__ = [
     "bootstrap_ci",
     "mean_pass1_over_runs",
     "RunsSummary",
+    "paired_difference",
+    "PairedDifference",
     "canonical_key",
     "Vote",
     "majority_votes",

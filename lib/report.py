@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from lib import artifacts, stages
+from lib import artifacts, metrics, stages
 
 
 def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
@@ -23,6 +23,7 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
         for sub, label in s.ablations:
             if f"{s.name}/{sub}" in results:
                 ablations.append({"stage": f"{s.name}/{sub}", "label": label, "evals": results[f"{s.name}/{sub}"]})
+    _add_paired(rows, ablations, seed=params.run.seed)
     wall = {}
     for s in stages.STAGES:
         m = artifacts.read_manifest(run / s.name)
@@ -39,6 +40,27 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
         "rl": _rl_section(run),
         "wall_time_s": wall,
     }
+
+
+def _add_paired(rows: list[dict], ablations: list[dict], seed: int) -> None:
+    """Each stage row gets ``paired[set]``: its pass@1 minus the previous stage's on the same
+    problems, with a paired bootstrap interval (:func:`lib.metrics.paired_difference`); each
+    ablation row, against the full recipe's SFT row. Sets without per-problem scores are skipped."""
+    def diff(after: dict, before: dict) -> dict:
+        out = {}
+        for name, e in after["evals"].items():
+            b = before["evals"].get(name)
+            if b and e.get("pass1_per_problem") and b.get("pass1_per_problem"):
+                d = metrics.paired_difference(e["pass1_per_problem"], b["pass1_per_problem"], seed=seed)
+                out[name] = {**d.to_dict(), "vs": before["label"]}
+        return out
+
+    for prev, row in zip(rows, rows[1:]):
+        row["paired"] = diff(row, prev)
+    sft = next((r for r in rows if r["stage"] == "04_sft"), None)
+    for row in ablations:
+        if sft is not None:
+            row["paired"] = diff(row, sft)
 
 
 def _rl_section(run: Path) -> dict | None:
@@ -60,6 +82,14 @@ def _pct(x: float | None) -> str:
 def _pass1_cell(e: dict | None) -> str:
     """``mean [lo, hi]`` in percent of one evaluation's pass@1, "–" when the set was not evaluated."""
     return "–" if e is None else f"{_pct(e['pass1']['mean'])} [{_pct(e['pass1']['lo'])}, {_pct(e['pass1']['hi'])}]"
+
+
+def _diff_cell(d: dict | None) -> str:
+    """``+7.1 [4.2, 10.0] (31↑ 9↓)`` in points, "–" when not computed."""
+    if d is None:
+        return "–"
+    return (f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] "
+            f"({d['better']}↑ {d['worse']}↓)")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -98,12 +128,23 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, images: b
         rows.append(cells)
     out += _table(["stage"] + sets, rows) + [""]
 
+    paired = [r for r in report["stages"] if r.get("paired")]
+    if paired:
+        out += ["## Paired: each stage minus the one before, same problems (points)", "",
+                "The mean per-problem change of pass@1 with a 95% paired bootstrap interval over problems, and how "
+                "many problems rose / fell. An interval that excludes 0 is a change this set can see; its half-width "
+                "is the smallest change it resolves.", ""]
+        out += _table(["stage", "vs"] + sets, [[r["label"], next(iter(r["paired"].values()))["vs"]]
+                                               + [_diff_cell(r["paired"].get(n)) for n in sets] for r in paired]) + [""]
     if report.get("ablations"):
         out += ["## Ablation: SFT without mid-training (the paper's LIMO/s1K negative result)", ""]
         base_rows = {r["label"]: r for r in report["stages"]}
         abl = [base_rows[k] for k in ("base", "+ SFT") if k in base_rows] + report["ablations"]
         out += _table(["model"] + sets, [[r["label"]] + [_pass1_cell(r["evals"].get(n)) for n in sets]
                                          for r in abl]) + [""]
+        for r in report["ablations"]:
+            for n, d in (r.get("paired") or {}).items():
+                out += [f"Paired, {r['label']} minus {d['vs']} on {n}: {_diff_cell(d)} points.", ""]
 
     if report.get("rl"):
         rl = report["rl"]

@@ -49,6 +49,8 @@ def test_summary_numbers(verifier):
     assert s["unverifiable"] == 1
     assert s["truncated_share"] == pytest.approx(3 / 12)
     assert s["n_problems"] == 3 and s["n_samples"] == 4
+    # per problem, the mean over the 3 runs (unverifiable counts as wrong): what paired comparisons use
+    assert s["pass1_per_problem"] == {"p1": pytest.approx(2 / 3), "p2": pytest.approx(1 / 3), "p3": pytest.approx(2 / 3)}
 
 
 def test_load_eval_sets(tmp_path):
@@ -187,3 +189,32 @@ def test_eos_rate_counts_sampled_answers_that_stop(monkeypatch):
                                seed=0)
     assert rate == pytest.approx(3 / 6)
     assert seen == {"n": 3, "temperature": 1.0, "texts": [p.problem for p in items]}
+
+
+def test_report_pairs_each_stage_with_the_one_before(smoke_params):
+    """Per-problem scores in, paired differences out: SFT minus mid-training on the same 4 problems."""
+    def summ(per_problem):
+        mean = sum(per_problem.values()) / len(per_problem)
+        return {"pass1": {"mean": mean, "lo": mean, "hi": mean}, "pass1_per_problem": per_problem,
+                "pass_at_k": {1: mean}, "cons_at_k": {1: mean}, "pass1_by_level": {},
+                "length": {"mean": 50.0, "p90": 80.0}, "truncated_share": 0.0, "repetitive_share": 0.0,
+                "unverifiable": 0}
+
+    mid = summ({"a": 0.0, "b": 0.0, "c": 1.0, "d": 1.0})
+    sft = summ({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0})   # a and b rose by 1: mean +0.5
+    abl = summ({"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0})   # 4 fell against SFT: -1 exactly
+    rep = report.build(smoke_params, {"03_mid_train": {"synthetic": mid}, "04_sft": {"synthetic": sft},
+                                      "04_sft/model_from_base": {"synthetic": abl}}, {"n_samples": 1, "n_runs": 1})
+    d = rep["stages"][1]["paired"]["synthetic"]
+    assert d["mean"] == pytest.approx(0.5) and d["vs"] == "+ mid-training" and (d["better"], d["worse"]) == (2, 0)
+    assert 0.0 <= d["lo"] <= 0.5 <= d["hi"] <= 1.0
+    assert "paired" not in rep["stages"][0]  # the first stage has nothing before it
+    a = rep["ablations"][0]["paired"]["synthetic"]
+    assert (a["mean"], a["lo"], a["hi"], a["worse"]) == (-1.0, -1.0, -1.0, 4)
+    md = report.render_markdown(rep)
+    assert "| + SFT | + mid-training | +50.0 [" in md and "(2↑ 0↓) |" in md
+    assert "minus + SFT on synthetic: -100.0 [-100.0, -100.0] (0↑ 4↓) points" in md
+    # summaries without per-problem scores (an older report.json) render without the paired table
+    old = report.build(smoke_params, {"03_mid_train": {"synthetic": {k: v for k, v in mid.items() if k != "pass1_per_problem"}},
+                                      "04_sft": {"synthetic": sft}}, {})
+    assert "## Paired" not in report.render_markdown(old)

@@ -503,3 +503,44 @@ def test_is_repetitive_thresholds_are_inclusive():
     assert M.is_repetitive(loop, threshold=1.0)
     assert not M.is_repetitive("abc\n" * 4, max_line_repeats=5)
     assert M.is_repetitive("abc\n" * 5, max_line_repeats=5)
+
+
+def test_paired_difference_hand_worked():
+    from lib.metrics import paired_difference
+
+    before = {"p1": 0.0, "p2": 0.5, "p3": 1.0, "p4": 1.0}
+    after = {"p4": 1.0, "p3": 0.0, "p2": 1.0, "p1": 1.0}  # order does not matter: paired by id
+    d = paired_difference(after, before, n_boot=2000, seed=1)
+    # differences +1, +0.5, -1, 0: mean 0.125; 2 rose, 1 fell
+    assert d.mean == pytest.approx(0.125) and (d.better, d.worse, d.n_problems) == (2, 1, 4)
+    assert -1.0 <= d.lo < 0.125 < d.hi <= 1.0
+    same = paired_difference(before, before)
+    assert (same.mean, same.lo, same.hi) == (0.0, 0.0, 0.0)  # no change, no spread
+
+
+def test_paired_interval_is_narrower_than_the_unpaired_spread():
+    """Problems differ a lot in difficulty, the stages little: pairing removes the first."""
+    import numpy as np
+
+    from lib.metrics import bootstrap_ci, paired_difference
+
+    rng = np.random.default_rng(0)
+    hard = rng.random(300)
+    before = {str(i): float(h > 0.5) for i, h in enumerate(hard)}
+    after = {str(i): float(h > 0.45) for i, h in enumerate(hard)}  # a few more solved, none lost
+    d = paired_difference(after, before)
+    lo_b, hi_b = bootstrap_ci(list(before.values()))
+    assert d.worse == 0 and d.lo > 0  # the change is visible paired
+    assert (d.hi - d.lo) < (hi_b - lo_b) / 2
+
+
+@pytest.mark.parametrize("after,before,match", [
+    ({"a": 1.0}, {"a": 0.0, "b": 1.0}, "1 only in 'before'"),
+    ({"a": 1.0, "c": 1.0}, {"a": 0.0}, "1 only in 'after'"),
+    ({}, {}, "no problems"),
+])
+def test_paired_difference_needs_the_same_problems(after, before, match):
+    from lib.metrics import paired_difference
+
+    with pytest.raises(ValueError, match=match):
+        paired_difference(after, before)
