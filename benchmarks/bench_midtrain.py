@@ -1,9 +1,9 @@
 """Mid-training as the stage runs it, against a bare loop on the very same batches.
 
-    .venv/bin/python benchmarks/bench_midtrain.py [--run outputs/tiny] [--steps 60] [--rounds 3]
+    .venv/bin/python benchmarks/bench_midtrain.py [--run outputs/tiny] [--params params/tiny.yaml] [--steps 60] [--rounds 3]
 
 Reads a finished run's mid-training rows (``02_tag_data/midtrain.parquet``) and base model
-(``00_base_model/model``), and the run's ``mid_train`` section and thread count, so it measures the
+(``00_base_model/model``), and the ``mid_train`` section and thread count of its params, so it measures the
 stage's real shapes (packed rows of ``max_length``, ``batch_size`` rows per step, block-diagonal
 mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base model for
 ``--steps`` optimizer steps:
@@ -80,7 +80,7 @@ def stage(model, tok, rows, P, steps: int, trl_loss: bool) -> tuple[int, float]:
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
-                                      seed=P.run.seed, disable_tqdm=True)
+                                      seed=P.run.seed, disable_tqdm=True, logging_steps=10**6)
             stats = training.fit(model, tok, rows, cfg, packing=True, resume=False)
     finally:
         RecipeSFTTrainer.trl_loss = old
@@ -91,6 +91,7 @@ def stage(model, tok, rows, P, steps: int, trl_loss: bool) -> tuple[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=Path("outputs/tiny"), help="a run folder with 00 and 02 finished")
+    ap.add_argument("--params", type=Path, default=Path("params/tiny.yaml"), help="the params that run used")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
@@ -99,7 +100,7 @@ def main() -> None:
     if not rows_file.is_file() or not model_dir.is_dir():
         sys.exit(f"error: {args.run} has no {rows_file.name} or base model; run "
                  f"`python -m lib.recipe params/tiny.yaml --only 00 01 02` first")
-    P = params_mod.load(args.run / "params.yaml")
+    P = params_mod.load(args.params)
     threads = P.run.threads or torch.get_num_threads()
     quiet(threads)
     import warnings
