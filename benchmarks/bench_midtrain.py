@@ -14,9 +14,10 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
 - ``stage``: ``lib.training.fit(..., packing=True)`` with the run's ``mid_train`` section and
   ``max_steps=--steps``, checkpoints off: the trainer the stage builds, configured as it is,
   timed as :func:`lib.training.run_trainer` times it (``trainer.train()``).
-- ``stage_trl_loss``: the same, with TRL's own ``SFTTrainer.compute_loss`` (its fused LM head with
-  per-step entropy and token accuracy) instead of the recipe's (``lib.sft_trainer``);
-  what the recipe's choice is worth.
+  Its loss is TRL's ``SFTTrainer.compute_loss`` (the fused LM head, with per-step entropy and token
+  accuracy), the recipe's default (``lib.sft_trainer``).
+- ``stage_model_loss``: the same trainer with the model's own loss (``RecipeSFTTrainer.trl_loss =
+  False``): what switching the loss path is worth.
 
 Real (non-pad) tokens per second; arms run in ``--rounds`` rounds, order reversed each round;
 ratios are medians of same-round ratios. Stop other jobs first: they share the cores.
@@ -40,7 +41,7 @@ from lib import chat, model as modellib, packing, params as params_mod, training
 from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare", "stage", "stage_trl_loss"]
+ARMS = ["bare", "stage", "stage_model_loss"]
 
 
 def section_for(P, steps: int):
@@ -121,7 +122,7 @@ def main() -> None:
             if arm == "bare":
                 real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id)
             else:
-                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm == "stage_trl_loss")
+                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss")
             tps[arm].append(real / sec)
             print(f"round {r + 1} {arm}: {real:,} real tokens in {sec:.1f} s = {real / sec:,.0f} tok/s", flush=True)
         order.reverse()

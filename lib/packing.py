@@ -276,7 +276,7 @@ def _attn_impl(model) -> str:
 
 # --------------------------------------------------------------------------- train
 class PackedSFTTrainer(RecipeSFTTrainer):
-    """The recipe's SFTTrainer (:mod:`lib.sft_trainer`: the model's own loss), counting real tokens in packed batches.
+    """The recipe's SFTTrainer (:mod:`lib.sft_trainer`: the loss-path switch), counting real tokens in packed batches.
 
     Trainer's ``include_num_input_tokens_seen="non_padding"`` and TRL's ``num_tokens`` metric
     both sum a 2D ``attention_mask``; a 4D mask sums to nonsense, so count tokens that are not

@@ -387,8 +387,8 @@ def test_collator_additive_mask_in_the_models_dtype(dtype):
 
 def test_the_recipes_loss_is_trls_loss_and_the_one_by_one_mean(model_and_examples, tiny_tokenizer, smoke_params,
                                                                  tmp_path):
-    """PackedSFTTrainer takes the model's own loss instead of TRL's fused LM head (faster on CPU):
-    on the same packed batch both give the mean negative log-prob of every labelled token, as the
+    """PackedSFTTrainer's two loss paths, TRL's fused LM head and the model's own loss (faster on
+    CPU; lib.sft_trainer): on the same packed batch both give the mean negative log-prob of every labelled token, as the
     examples scored one by one give it, and the same gradients."""
     from lib.training import sft_config
 

@@ -1,4 +1,4 @@
-"""lib.sft_trainer: the recipe's SFTTrainer takes the model's own loss; it must be TRL's loss."""
+"""lib.sft_trainer: the model's own loss, the faster of the recipe's two loss paths, must be TRL's loss."""
 from __future__ import annotations
 
 import pytest
