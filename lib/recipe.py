@@ -208,7 +208,11 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
         (d / name).unlink(missing_ok=True)
     out_nb = d / f"{stage.name}.ipynb"
     params_hash = p.hash(stage.sections)
-    profile = progress.find_profile(stage.name, params_hash, eta_profile_files(p))
+    try:
+        profile = progress.find_profile(stage.name, params_hash, eta_profile_files(p))
+    except progress.ProfileError as e:  # a broken profile costs the stage ETA, not the run
+        print(f"  warning: {e}; {stage.name} shows the task ETA only", file=sys.stderr, flush=True)
+        profile = None
     t0 = time.time()
     try:
         with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log", profile=profile) as w:
@@ -228,8 +232,11 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
         raise SystemExit(f"✗ {stage.name} ran but did not write {artifacts.MANIFEST} in {d} "
                          f"(its last cell must call stage.finish(...)); see {out_nb}")
     t_end = time.time()
-    progress.save_profile(eta_profile_files(p)[0], stage.name,
-                          progress.profile_of(progress.read_records(d / artifacts.PROGRESS), w.t0, t_end, params_hash))
+    try:
+        progress.save_profile(eta_profile_files(p)[0], stage.name,
+                              progress.profile_of(progress.read_records(d / artifacts.PROGRESS), w.t0, t_end, params_hash))
+    except progress.ProfileError as e:
+        print(f"  warning: {e}; {stage.name}'s ETA profile was not saved", file=sys.stderr, flush=True)
     return t_end - t0
 
 
