@@ -70,3 +70,14 @@ def use_fake_stages(monkeypatch, tmp_path):
         return lambda *overrides: params_mod.load(PARAMS_DIR / "smoke.yaml", [f"run.output_root={tmp_path}", *overrides])
 
     return install
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the tests share 2 cores with other work, and oversubscribed threads run ~20x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ from lib.model import build_scratch
 from lib.packing import IGNORE, PackedCollator, pack
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tests share 2 cores with other work, and oversubscribed threads run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ex(n: int, start: int = 0, prompt: int = 2) -> dict:

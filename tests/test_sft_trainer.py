@@ -11,12 +11,7 @@ from lib.sft_trainer import RecipeSFTTrainer
 from lib.training import sft_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_padded_sft_loss_is_trls_and_the_mean_completion_nll(tiny_tokenizer, smoke_params, tmp_path):
