@@ -205,20 +205,6 @@ def read_records(path: Path) -> list[dict]:
     return out
 
 
-def last_record(path: Path) -> dict | None:
-    """The newest complete record of a progress file (None when there is none yet)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    for line in reversed(text.splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:  # a line being written right now
-            continue
-    return None
-
-
 # ------------------------------------------------------------------------------- the stage ETA
 class ProfileError(ValueError):
     """An ETA profile file that cannot be read as one."""

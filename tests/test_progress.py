@@ -74,11 +74,11 @@ def test_describe(rec, expected):
     assert progress.describe(rec, 7.0) == expected
 
 
-def test_last_record_skips_a_half_written_line(tmp_path):
+def test_read_records_skips_a_half_written_line(tmp_path):
     p = tmp_path / "p.jsonl"
-    assert progress.last_record(p) is None
+    assert progress.read_records(p) == []
     p.write_text(json.dumps({"n": 1}) + "\n" + '{"n": 2, "tot')
-    assert progress.last_record(p) == {"n": 1}
+    assert progress.read_records(p) == [{"n": 1}]
 
 
 def test_watcher_prints_a_line_every_interval_and_logs_it(tmp_path):
