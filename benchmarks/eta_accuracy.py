@@ -56,13 +56,14 @@ def stage_rows(run: Path) -> list[dict]:
             times.append(t)
             em = ETA.search(lm.group(3))
             if em and (t - start).total_seconds() >= 0.1 * wall:
-                err = abs((t + dt.timedelta(seconds=seconds(em)) - end).total_seconds()) / wall
-                worst = err if worst is None else max(worst, err)
-            if eta_at_10 is None and em and (t - start).total_seconds() >= 0.1 * wall:
                 predicted = t + dt.timedelta(seconds=seconds(em))
-                eta_at_10 = {"at_s": round((t - start).total_seconds()), "predicted_end_s": round((predicted - start).total_seconds()),
-                             "error_share": round(abs((predicted - end).total_seconds()) / wall, 3), "line": lm.group(3)[:90],
-                             "kind": "stage" if "stage ETA" in lm.group(3) else "task"}
+                err = abs((predicted - end).total_seconds()) / wall
+                worst = err if worst is None else max(worst, err)
+                if eta_at_10 is None:
+                    eta_at_10 = {"at_s": round((t - start).total_seconds()),
+                                 "predicted_end_s": round((predicted - start).total_seconds()),
+                                 "error_share": round(err, 3), "line": lm.group(3)[:90],
+                                 "kind": "stage" if "stage ETA" in lm.group(3) else "task"}
         gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
         rows.append({"stage": d.name, "wall_s": round(wall), "lines": len(times), "max_gap_s": max(gaps, default=None),
                      "eta_after_10pct": eta_at_10, "worst_error_after_10pct": None if worst is None else round(worst, 3)})
