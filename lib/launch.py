@@ -1,16 +1,18 @@
 """Where a training stage runs: in the notebook's process, or as a command under ``accelerate launch``.
 
     python -m lib.launch --model CKPT --rows rows.jsonl --config train.json --out DIR [--packing]
+    python -m lib.launch --task dpo --model CKPT --rows pairs.jsonl [--eval-rows heldout.jsonl] ...
     accelerate launch --config_file configs/accelerate_zero3_8gpu.yaml -m lib.launch ...
 
-:func:`train_stage` is what a stage notebook calls. It trains in process, or writes the rows and
-the section to the stage folder and runs this module as a command (:func:`launch`). Either way
-the work is the same :func:`lib.training.fit`, so one process, DDP on several CPU
-processes or GPUs, DeepSpeed ZeRO-3 and FSDP all run the same stage code (the Trainer reads the
-launcher's environment). ``train.json`` is a params training section (``mid_train``, ``sft``:
-lr, epochs, batch_size, ...) plus ``seed``. The main process saves ``DIR/model`` (a
-``save_pretrained`` folder) and ``DIR/train_stats.json``; checkpoints go to ``DIR/trainer`` and
-a rerun resumes from the newest one.
+:func:`train_stage` (mid-training, SFT) and :func:`train_dpo_stage` (rollout DPO) are what the
+stage notebooks call. Each trains in process, or writes its rows and params section to the stage
+folder and runs this module as a command (:func:`launch`). Either way the work is the same
+library call (:func:`lib.training.fit`, :func:`lib.dpo.fit_dpo`), so one process, DDP on several
+CPU processes or GPUs, DeepSpeed ZeRO-3 and FSDP all run the same stage code (the Trainer reads
+the launcher's environment). ``train.json`` is a params training section (``mid_train``,
+``sft``, ``dpo``: lr, epochs, batch_size, ...) plus ``seed`` and ``dtype``. The main process
+saves ``DIR/model`` (a ``save_pretrained`` folder) and ``DIR/train_stats.json``; checkpoints go
+to ``DIR/trainer`` and a rerun resumes from the newest one.
 """
 from __future__ import annotations
 
@@ -25,26 +27,53 @@ import torch
 
 from lib import model as modellib
 from lib import training
-from lib.params import Train
+from lib.params import DPO, Train
 from lib.paths import ROOT, resolve
 
 
-def _read_rows(path: Path) -> list[dict]:
+# what each task trains on: the columns every JSONL row needs, and the params section it reads
+TASKS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+
+
+def _read_rows(path: Path, task: str = "sft") -> list[dict]:
+    need = TASKS[task]
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
-        if not isinstance(row, dict) or "prompt" not in row or "completion" not in row:
-            raise ValueError(f"{path}:{i}: a row needs 'prompt' and 'completion' (TRL conversational format)")
+        if not isinstance(row, dict) or any(k not in row for k in need):
+            raise ValueError(f"{path}:{i}: a {task} row needs {', '.join(repr(k) for k in need)}"
+                             + (" (TRL conversational format)" if task == "sft" else " (a preference pair)"))
         rows.append(row)
     return rows
 
 
+def _fit_dpo(start_checkpoint, pairs, heldout, section, out_dir: Path, *, device, dtype, seed: int,
+             load_device=None) -> tuple:
+    """DPO from ``start_checkpoint`` (also the frozen reference): the stage's work, in any process.
+    ``load_device``: where the weights are loaded (a launched process loads on CPU and lets the
+    Trainer place them on its own device); ``device`` by default."""
+    import pandas as pd
+
+    from lib import dpo
+
+    load_device = device if load_device is None else load_device
+    model, tokenizer, backend = modellib.load_for_training(start_checkpoint, load_device, section.use_unsloth,
+                                                           max_seq_length=section.max_length)
+    ref_model, _ = modellib.load(start_checkpoint, device=load_device)
+    cfg = dpo.dpo_config(section, out_dir / "trainer", device=device, dtype=dtype, seed=seed)
+    stats = dpo.fit_dpo(model, ref_model, tokenizer, pd.DataFrame(pairs), pd.DataFrame(heldout), cfg)
+    return model, tokenizer, stats, backend
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.launch", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=sorted(TASKS), default="sft",
+                    help="sft: prompt-completion rows (mid-training, SFT); dpo: preference pairs")
     ap.add_argument("--model", required=True, help="checkpoint folder (or hub id) to start from")
-    ap.add_argument("--rows", required=True, type=Path, help="JSONL of prompt-completion rows")
+    ap.add_argument("--rows", required=True, type=Path, help="JSONL of training rows")
+    ap.add_argument("--eval-rows", type=Path, help="dpo: JSONL of held-out pairs (preference accuracy)")
     ap.add_argument("--config", required=True, type=Path, help="JSON training section + seed")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--packing", action="store_true")
@@ -54,13 +83,19 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = json.loads(args.config.read_text())
     seed = spec.pop("seed", 0)
-    cfg = Train.model_validate({k: v for k, v in spec.items() if k in Train.model_fields})
     device = modellib.pick_device("auto")
-    model, tokenizer, _ = modellib.load_for_training(args.model, "cpu", cfg.use_unsloth, cfg.max_length)
-    sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device,
-                                  dtype=modellib.train_dtype(spec.get("dtype", "auto"), device), seed=seed)
-    stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing,
-                         keep_eos=spec.get("keep_eos", True))
+    dtype = modellib.train_dtype(spec.get("dtype", "auto"), device)
+    if args.task == "dpo":
+        cfg = DPO.model_validate({k: v for k, v in spec.items() if k in DPO.model_fields})
+        heldout = _read_rows(args.eval_rows, "dpo") if args.eval_rows else []
+        model, tokenizer, stats, _ = _fit_dpo(args.model, _read_rows(args.rows, "dpo"), heldout, cfg, args.out,
+                                              device=device, dtype=dtype, seed=seed, load_device="cpu")
+    else:
+        cfg = Train.model_validate({k: v for k, v in spec.items() if k in Train.model_fields})
+        model, tokenizer, _ = modellib.load_for_training(args.model, "cpu", cfg.use_unsloth, cfg.max_length)
+        sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device, dtype=dtype, seed=seed)
+        stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing,
+                             keep_eos=spec.get("keep_eos", True))
     if PartialState().is_main_process:
         modellib.save(model, tokenizer, args.out / "model")
         stats["world_size"] = PartialState().num_processes
@@ -68,18 +103,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def launch(model_dir, rows: list[dict], train_section, seed: int, out_dir, *, packing: bool = False,
-           accelerate_config: str | None = None, dtype: str = "auto") -> dict:
+def _write_jsonl(path: Path, rows) -> Path:
+    """Rows (dicts, or a DataFrame's records) as JSONL; numpy scalars become plain JSON numbers."""
+    if hasattr(rows, "to_json"):
+        path.write_text(rows.to_json(orient="records", lines=True) if len(rows) else "")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool = False,
+           accelerate_config: str | None = None, dtype: str = "auto", task: str = "sft", eval_rows=None) -> dict:
     """Run :func:`main` in a subprocess, under ``accelerate launch`` when a config is given.
 
-    Returns the statistics the main process wrote. The subprocess's output streams through.
+    ``rows``: the training rows (a list of dicts or a DataFrame); ``eval_rows``: DPO's held-out
+    pairs. Returns the statistics the main process wrote. The subprocess's output streams through.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _write_jsonl(out / "rows.jsonl", rows)
     (out / "train.json").write_text(json.dumps({**train_section.model_dump(), "seed": seed, "dtype": dtype}))
-    cmd = ["-m", "lib.launch", "--model", str(model_dir), "--rows", str(out / "rows.jsonl"),
+    cmd = ["-m", "lib.launch", "--task", task, "--model", str(model_dir), "--rows", str(out / "rows.jsonl"),
            "--config", str(out / "train.json"), "--out", str(out)] + (["--packing"] if packing else [])
+    if eval_rows is not None and len(eval_rows):
+        cmd += ["--eval-rows", str(_write_jsonl(out / "eval_rows.jsonl", eval_rows))]
     if accelerate_config:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)] + cmd
     else:
@@ -110,6 +159,28 @@ def train_stage(start_checkpoint, rows: list[dict], section: Train, out_dir, *, 
     cfg = training.sft_config(section, Path(out_dir) / "trainer", device=device,
                               dtype=modellib.train_dtype(dtype, device), seed=seed)
     stats = training.fit(model, tokenizer, rows, cfg, packing=packing, keep_eos=getattr(section, "keep_eos", True))
+    stats["backend"] = backend
+    return model, tokenizer, stats
+
+
+def train_dpo_stage(start_checkpoint, train_pairs, heldout_pairs, section: DPO, out_dir, *, device: torch.device,
+                    seed: int, dtype: str = "auto"):
+    """Rollout DPO's training, in process or under ``accelerate launch`` (``section.accelerate_config``).
+
+    The start checkpoint (the SFT model) is also the frozen reference. ``train_pairs`` and
+    ``heldout_pairs``: DataFrames of :data:`lib.dpo.PAIR_COLUMNS`. Returns ``(model, tokenizer,
+    stats)`` with the trained model on ``device``; ``stats`` as :func:`lib.dpo.fit_dpo`.
+    Checkpoints go to ``out_dir/trainer`` (a rerun resumes from the newest).
+    """
+    out = Path(out_dir)
+    if section.accelerate_config:
+        stats = launch(start_checkpoint, train_pairs, section, seed, out, dtype=dtype, task="dpo",
+                       eval_rows=heldout_pairs, accelerate_config=str(resolve(section.accelerate_config)))
+        model, tokenizer = modellib.load(out / "model", device=device)
+        stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
+        return model, tokenizer, stats
+    model, tokenizer, stats, backend = _fit_dpo(start_checkpoint, train_pairs, heldout_pairs, section, out,
+                                                device=device, dtype=modellib.train_dtype(dtype, device), seed=seed)
     stats["backend"] = backend
     return model, tokenizer, stats
 

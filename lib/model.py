@@ -200,6 +200,11 @@ def load_for_training(path_or_id, device, use_unsloth: bool = False, max_seq_len
     Returns ``(model, tokenizer, backend)``. unsloth patches the model for faster, leaner GPU
     training; it is never imported unless enabled, and asking for it where it cannot run falls
     back to transformers and says so in ``backend`` rather than failing a CPU run.
+
+    Precision policy: the weights that train are float32 (master weights), whatever dtype the
+    checkpoint was saved in (Phi-4-mini ships bfloat16). bf16 enters only as autocast
+    (:func:`train_dtype`): updates at DPO/RL's lr 5e-7 are far below bf16's resolution of a
+    weight (~2^-8 of it) and would mostly round away if the weights themselves were bf16.
     """
     if use_unsloth and unsloth_available():
         from unsloth import FastLanguageModel
@@ -208,6 +213,6 @@ def load_for_training(path_or_id, device, use_unsloth: bool = False, max_seq_len
         model, tokenizer = FastLanguageModel.from_pretrained(str(path_or_id), max_seq_length=max_seq_length,
                                                              dtype=None, load_in_4bit=False, full_finetuning=True)
         return model, tokenizer, "unsloth"
-    model, tokenizer = load(path_or_id, device=device)
+    model, tokenizer = load(path_or_id, device=device, dtype=torch.float32)
     model.train()
     return model, tokenizer, "transformers" + (" (unsloth requested but not available)" if use_unsloth else "")

@@ -16,7 +16,7 @@ from lib.paths import resolve
 
 
 # Stages whose training is not wired for several processes yet (their notebooks refuse a launcher).
-SINGLE_PROCESS = {"dpo": "rollout DPO (05)", "rl": "GRPO (06)"}
+SINGLE_PROCESS = {"rl": "GRPO (06)"}
 
 
 class PreflightError(ValueError):

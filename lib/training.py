@@ -2,8 +2,9 @@
 
 On CPU, TRL's defaults (``bf16=True``, ``gradient_checkpointing=True``, i.e. activation
 checkpointing) make training about 3x slower on CPUs without AMX/avx512_bf16 (docs/stack_notes.md).
-Activation checkpointing is always off here (it only saves memory, which a CPU run does not
-lack). bf16 autocast follows params ``model.dtype`` (:func:`lib.model.train_dtype`): on for CUDA,
+Activation checkpointing is a params key of each training section (``activation_checkpointing``):
+off by default (it only saves memory, which a CPU run does not lack), on for the real-scale
+16K-32K sequences. bf16 autocast follows params ``model.dtype`` (:func:`lib.model.train_dtype`): on for CUDA,
 off on CPU unless asked for. Every stage that fine-tunes on text (base pretraining, mid-training,
 SFT; DPO and GRPO build on the same kwargs) goes through :func:`sft_config` or :func:`trainer_kwargs`,
 so these choices live in one place.
@@ -72,7 +73,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
         max_length=cfg.max_length,
         bf16=dtype == torch.bfloat16,  # autocast (lib.model.train_dtype: CPU only when params ask)
-        activation_checkpointing=False,
+        activation_checkpointing=cfg.activation_checkpointing,  # params; TRL's default (True) costs CPU runs ~3x
         gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,
         # several CPU processes started by a launcher (tests, laptops) talk over gloo; naming a

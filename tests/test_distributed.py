@@ -31,3 +31,45 @@ def test_two_processes_match_one(smoke_params, tiny_model, tiny_tokenizer, tmp_p
     assert moved > 1e-3  # training did something
     assert diff < 0.02 * moved, (diff, moved)  # DDP = same global batches and averaged gradients
     assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
+
+
+def _pairs(n: int, seed: int):
+    """Preference pairs: the worked solution is chosen, another problem's solution (a wrong answer) rejected."""
+    import pandas as pd
+
+    ps = problems.generate(n + 1, seed=seed)
+    return pd.DataFrame([{"prompt": p.problem, "chosen": problems.cot_solution(p),
+                          "rejected": problems.cot_solution(ps[i + 1]), "problem_id": p.id, "difficulty": "easy"}
+                         for i, p in enumerate(ps[:n])])
+
+
+@pytest.mark.slow
+def test_dpo_two_processes_match_one_and_the_in_process_stage(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
+    """Rollout DPO under `accelerate launch` (2 CPU processes, DDP) = 1 launched process = in process."""
+    import torch
+
+    base = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "base")
+    train, heldout = _pairs(24, seed=3), _pairs(4, seed=4)
+    one_proc = smoke_params.dpo.model_copy(update={"max_steps": 3, "batch_size": 8, "lr": 5e-3, "checkpoint_every": 0})
+    two_proc = one_proc.model_copy(update={"batch_size": 4,  # the same global batch of 8
+                                           "accelerate_config": "configs/accelerate_cpu_2proc.yaml"})
+    cpu = torch.device("cpu")
+    a, _, single = launch.train_dpo_stage(base, train, heldout, one_proc, tmp_path / "in_process", device=cpu, seed=0)
+    one = launch.launch(base, train, one_proc, 0, tmp_path / "one", task="dpo", eval_rows=heldout)
+    b, _, double = launch.train_dpo_stage(base, train, heldout, two_proc, tmp_path / "two", device=cpu, seed=0)
+    assert single["backend"] == "transformers" and double["backend"].startswith("accelerate launch")
+    assert one["world_size"] == 1 and double["world_size"] == 2
+    assert single["steps"] == one["steps"] == double["steps"] == 3
+    # held-out preference accuracy is measured on every path (a coin flip is 0.5; before training it is 0)
+    assert double["heldout_pref_accuracy_after"] is not None and single["heldout_pref_accuracy_before"] == 0
+    c, _ = modellib.load(tmp_path / "one" / "model")
+    start, _ = modellib.load(base)
+    moved = max((pa - p0).abs().max().item() for pa, p0 in zip(a.parameters(), start.parameters()))
+    launched = max((pa - pc).abs().max().item() for pa, pc in zip(a.parameters(), c.parameters()))
+    ddp = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
+    print(f"max |param change| {moved:.2e}; in-process vs launched {launched:.2e}; 1-proc vs 2-proc {ddp:.2e}; "
+          f"loss {single['train_loss']:.5f} / {one['train_loss']:.5f} / {double['train_loss']:.5f}")
+    assert moved > 1e-3  # DPO moved the policy
+    assert launched < 1e-4 * moved  # the command is the same work as the notebook's process
+    assert ddp < 0.02 * moved, (ddp, moved)  # DDP = the same global batches, averaged gradients
+    assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)

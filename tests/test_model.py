@@ -139,6 +139,25 @@ def test_unsloth_is_skipped_cleanly_without_gpu(tiny_model, tiny_tokenizer, tmp_
     assert backend == "transformers"
 
 
+def test_training_weights_are_float32_whatever_the_checkpoint_dtype(tiny_model, tiny_tokenizer, tmp_path):
+    """A bf16 checkpoint (as Phi-4-mini ships) trains with fp32 master weights: a 5e-7 step is kept."""
+    import copy
+
+    bf16 = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    path = modellib.save(bf16, tiny_tokenizer, tmp_path / "bf16")
+    served, _ = modellib.load(path)
+    assert {p.dtype for p in served.parameters()} == {torch.bfloat16}  # inference keeps the saved dtype
+    model, _, _ = modellib.load_for_training(path, "cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    for p, q in zip(model.parameters(), served.parameters()):
+        assert torch.equal(p, q.float())  # same values, wider type
+    w = next(model.parameters()).detach()
+    w = w[w.abs() > 1e-3]  # an Adam step at lr 5e-7 moves each weight by ~5e-7
+    stepped = w + 5e-7 * w.sign()
+    assert not torch.equal(stepped, w)  # fp32 keeps an update of 5e-7 ...
+    assert torch.equal(stepped.bfloat16(), w.bfloat16())  # ... that bf16 weights would round away
+
+
 def test_unsloth_glue(monkeypatch, tiny_model, tiny_tokenizer, tmp_path):
     """With unsloth present (a stand-in here: it needs a GPU), the model comes from FastLanguageModel."""
     import sys

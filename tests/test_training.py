@@ -88,10 +88,27 @@ def test_precision_follows_params_and_warns_where_cpu_bf16_is_slow(smoke_params,
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert modellib.cpu_has_fast_bf16() is True
 
-    # the trainer's autocast follows the dtype; activation checkpointing stays off on CPU either way
+    # the trainer's autocast follows the dtype; activation checkpointing follows its own key (off here)
     cfg = smoke_params.sft.model_copy(update={"max_steps": 2})
     on = training.sft_config(cfg, tmp_path, device=cpu, dtype=torch.bfloat16, seed=0)
     assert on.bf16 is True and on.use_cpu and on.activation_checkpointing is False
+
+
+def test_activation_checkpointing_is_a_params_key_with_the_same_steps(smoke_params, tiny_tokenizer, rows, tmp_path,
+                                                                       one_thread):
+    """On (real scale): the trainer recomputes activations, and training takes the very same steps."""
+    off = config(smoke_params, tmp_path / "off", max_steps=3, checkpoint_every=0, lr=5e-3)
+    on = config(smoke_params, tmp_path / "on", max_steps=3, checkpoint_every=0, lr=5e-3, activation_checkpointing=True)
+    assert off.activation_checkpointing is False and on.activation_checkpointing is True
+    a, b = fresh_model(smoke_params, tiny_tokenizer), fresh_model(smoke_params, tiny_tokenizer)
+    sa = training.fit_sft(a, tiny_tokenizer, rows, off)
+    sb = training.fit_sft(b, tiny_tokenizer, rows, on)
+    assert b.is_activation_checkpointing and not a.is_activation_checkpointing
+    assert [r["loss"] for r in sb["curve"]] == pytest.approx([r["loss"] for r in sa["curve"]], rel=1e-4)
+    moved = max((p.detach() - q).abs().max().item()
+                for p, q in zip(a.parameters(), fresh_model(smoke_params, tiny_tokenizer).parameters()))
+    diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+    assert moved > 1e-3 and diff < 1e-3 * moved, (moved, diff)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant_with_warmup"])
