@@ -146,6 +146,19 @@ def load_jsonl(path: str | Path, fields: Mapping[str, str | None] = DEFAULT_FIEL
 _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+def open_dataset(name_or_path: str, split: str, config: str | None = None, **load_kwargs):
+    """``(dataset, short name)`` through `datasets.load_dataset`: a local .json/.jsonl/.parquet/.csv
+    file by its builder, anything else as a hub id or builder name (the network the first time)."""
+    import datasets
+
+    suffix = Path(name_or_path).suffix.lower()
+    if suffix in _LOCAL_BUILDERS and Path(name_or_path).is_file():
+        ds = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(name_or_path), split=split, **load_kwargs)
+        return ds, Path(name_or_path).stem
+    ds = datasets.load_dataset(name_or_path, config, split=split, **load_kwargs)
+    return ds, config or name_or_path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def load_hub(
     name_or_path: str,
     split: str,
@@ -163,15 +176,8 @@ def load_hub(
     selects rows (AIME 2024 out of AIME 2022-2024). `load_kwargs` go to `load_dataset`
     (`data_files=`, `cache_dir=`, `revision=`...). Hub ids need the network the first time.
     """
-    import datasets
-
-    suffix = Path(name_or_path).suffix.lower()
-    if suffix in _LOCAL_BUILDERS and Path(name_or_path).is_file():
-        ds = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(name_or_path), split=split, **load_kwargs)
-        name = name or Path(name_or_path).stem
-    else:
-        ds = datasets.load_dataset(name_or_path, config, split=split, **load_kwargs)
-        name = name or (config or name_or_path.rsplit("/", 1)[-1])
+    ds, short = open_dataset(name_or_path, split, config, **load_kwargs)
+    name = name or short
     rows, wheres = [], []
     for i, raw in enumerate(ds):
         if keep is not None and not keep(raw):

@@ -47,6 +47,21 @@ class Run(Section):
     output_root: str = Field('outputs', description="Folder for runs, relative to the repo root unless absolute.")
 
 
+class ProblemSource(Section):
+    """One dataset of ``problems.sources`` (real scale: the paper mixes several public sets)."""
+    dataset: str = Field(description="Hub id, or a local .jsonl/.json/.parquet/.csv file read through `datasets`.")
+    config: str | None = Field(None, description="The dataset's configuration (hub 'name'), if it has several.")
+    split: str = Field('train', description="Split to read.")
+    field_map: dict[str, str] | None = Field(None, description="Our field -> this dataset's column (see problems.field_map).")
+    cap: int | None = Field(None, ge=1, description="Most problems taken from this source (the first rows in "
+                            "the dataset's order, after `where`); null takes all.")
+    where: dict[str, str] | None = Field(None, description="Keep rows whose column equals the value, e.g. "
+                                         "{domain: math} for OpenThoughts' math rows.")
+    answer_from: Literal["field", "boxed"] = Field('field', description="'boxed': the mapped answer column is a "
+        "worked solution and the reference answer is its last \\boxed{} (OpenThoughts' ground_truth_solution).")
+    name: str | None = Field(None, description="Short name for counts and ids; default: the dataset's last path part.")
+
+
 class Problems(Section):
     source: Literal["synthetic", "jsonl", "hub"] = Field('synthetic', 
         description="Where problems come from: the seeded synthetic generator (lib.problems), a local "
@@ -59,6 +74,28 @@ class Problems(Section):
     field_map: dict[str, str] | None = Field(None, 
         description="For jsonl/hub sources: our field -> the dataset's column, e.g. {problem: question, trace: "
         "generations} (a 'trace' column holds existing reasoning traces, used as they are); null for the defaults.")
+    sources: list[dict] | None = Field(None, description="Several datasets for source hub/jsonl (the paper mixes "
+        "OpenR1-Math, OpenThoughts, Bespoke-Stratos, ...): each a mapping of lib.params.ProblemSource keys "
+        "(dataset, config, split, field_map, cap, where, answer_from, name), read in order and concatenated, "
+        "repeated problem texts dropped; replaces dataset/field_map. n_train beyond what they hold is an error.")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v):
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("sources must list at least one dataset (or be null)")
+        out = []
+        for i, src in enumerate(v):
+            try:
+                out.append(ProblemSource.model_validate(src).model_dump())
+            except ValidationError as e:
+                raise ValueError(f"sources[{i}]: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        names = [s["name"] or Path(s["dataset"].rstrip("/")).stem for s in out]  # as lib.problem_sources.source_name
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources need distinct names (set 'name'); got {names}")
+        return out
 
     @field_validator("domains")
     @classmethod
@@ -82,8 +119,12 @@ class Problems(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.source != "synthetic" and not self.dataset:
-            raise ValueError(f"source '{self.source}' needs 'dataset' (a path or hub id)")
+        if self.source != "synthetic" and not self.dataset and not self.sources:
+            raise ValueError(f"source '{self.source}' needs 'dataset' (a path or hub id) or 'sources'")
+        if self.sources and (self.dataset or self.field_map):
+            raise ValueError("give either sources (each with its dataset and field_map) or dataset/field_map, not both")
+        if self.sources and self.source == "synthetic":
+            raise ValueError("sources are datasets: set source to 'hub' (or 'jsonl' for local files)")
         return self
 
 
@@ -92,6 +133,8 @@ class Teacher(Section):
         description="'embedded': the programmatic teacher for synthetic problems (lib.teachers.EmbeddedTeacher); "
         "'local': a transformers checkpoint; 'endpoint': an OpenAI-compatible server (vLLM/SGLang serving DeepSeek-R1).")
     n_rollouts: int = Field(8, ge=1, description="Rollouts per problem (paper: about 8).")
+    top_up: bool = Field(True, description="A problem whose dataset carries fewer than n_rollouts traces "
+                         "(OpenR1-Math: 2-4) gets the rest from the teacher; false keeps only the set's traces.")
     error_rate: dict[int, float] = Field({1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}, description="Embedded teacher: chance of a plausible slip per level (harder levels err more).")
     verbosity: Literal["compact", "normal", "long"] = Field('normal', description="Embedded teacher: how much prose around the steps (every token costs CPU time).")
     repeat_rate: float = Field(0.02, ge=0, le=1, description="Embedded teacher: share of looping traces (gives the repetition tagger something to find).")

@@ -66,13 +66,18 @@ def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
                 if (why := eval_spec_problem(spec)) is not None:
                     raise PreflightError(f"{stage.name}: tagging.decontaminate_against: {why}")
         if stage.name == "01_generate_data" and q.problems.source != "synthetic":
-            unknown = sorted(set(q.problems.field_map or {}) - set(rollouts.DEFAULT_FIELDS))
-            if unknown:
-                raise PreflightError(f"{stage.name}: problems.field_map maps unknown field(s) {unknown}; "
-                                     f"our fields: {sorted(rollouts.DEFAULT_FIELDS)}")
-            if q.problems.source == "jsonl" and not resolve(q.problems.dataset).exists():
-                raise PreflightError(f"{stage.name}: problems.dataset not found: {resolve(q.problems.dataset)}")
-            done.append(f"problem source {q.problems.source}:{q.problems.dataset}")
+            specs = q.problems.sources or [{"dataset": q.problems.dataset, "field_map": q.problems.field_map}]
+            for i, src in enumerate(specs):
+                where = f"problems.sources[{i}]" if q.problems.sources else "problems"
+                unknown = sorted(set(src.get("field_map") or {}) - set(rollouts.DEFAULT_FIELDS))
+                if unknown:
+                    raise PreflightError(f"{stage.name}: {where}.field_map maps unknown field(s) {unknown}; "
+                                         f"our fields: {sorted(rollouts.DEFAULT_FIELDS)}")
+                local = q.problems.source == "jsonl" or Path(src["dataset"]).suffix in (".jsonl", ".json", ".parquet", ".csv")
+                if local and not resolve(src["dataset"]).exists():
+                    raise PreflightError(f"{stage.name}: {where}.dataset not found: {resolve(src['dataset'])}")
+            done.append(f"problem source {q.problems.source}:" + ", ".join(
+                src["dataset"] + (f" (cap {src['cap']:,})" if src.get("cap") else "") for src in specs))
         for key, specs in (("eval.benchmarks", q.eval.benchmarks if "eval" in names else []),
                            ("rl.eval_set", [q.rl.eval_set] if "rl" in names else [])):
             for spec in specs:

@@ -144,10 +144,12 @@ def read_problems(path: str | os.PathLike) -> list:
     return rows
 
 
-_MISSING = object()
+MISSING = _MISSING = object()  # field_of: the row has no such column
 
 
-def _field(row: Mapping, key: str, field_map: Mapping[str, str]) -> Any:
+def field_of(row: Mapping, key: str, field_map: Mapping[str, str]) -> Any:
+    """The value of our field ``key`` in a raw row: its ``field_map`` column, else the first default
+    column present (:data:`DEFAULT_FIELDS`); ``MISSING`` when there is none."""
     if key in field_map:
         return row.get(field_map[key], _MISSING)
     for name in DEFAULT_FIELDS[key]:
@@ -207,16 +209,16 @@ def _normalize(item: Any, field_map: Mapping[str, str]) -> ProblemRow:
         return ProblemRow(item.id, item.problem, item.answer, item.domain, item.level, item.difficulty, None, item)
     if not isinstance(item, Mapping):
         raise RowError(f"expected a mapping (dict) or lib.problems.Problem, got {type(item).__name__}")
-    problem = _text(_field(item, "problem", field_map), "problem text", True, numbers_ok=False)
-    answer = _text(_field(item, "answer", field_map), "reference answer", True)
-    raw_id = _field(item, "id", field_map)
+    problem = _text(field_of(item, "problem", field_map), "problem text", True, numbers_ok=False)
+    answer = _text(field_of(item, "answer", field_map), "reference answer", True)
+    raw_id = field_of(item, "id", field_map)
     if raw_id is not _MISSING and raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
         raise RowError(f"id must be a string or int, got {type(raw_id).__name__}")
     pid = str(raw_id) if raw_id not in (_MISSING, None, "") else "sha1-" + hashlib.sha1(problem.encode()).hexdigest()[:12]
-    level = _level(_field(item, "level", field_map))
-    row = ProblemRow(pid, problem, answer, _text(_field(item, "domain", field_map), "domain", False), level,
-                     _text(_field(item, "difficulty", field_map), "difficulty", False),
-                     _traces(_field(item, "trace", field_map)), PromptItem(pid, problem, level))
+    level = _level(field_of(item, "level", field_map))
+    row = ProblemRow(pid, problem, answer, _text(field_of(item, "domain", field_map), "domain", False), level,
+                     _text(field_of(item, "difficulty", field_map), "difficulty", False),
+                     _traces(field_of(item, "trace", field_map)), PromptItem(pid, problem, level))
     if all(k in item for k in ("domain", "level", "spec")):  # a lib.problems row: the embedded teacher can use it
         from lib.teachers import as_problem
 
@@ -429,24 +431,29 @@ def _default_count(rollout: Rollout) -> int:
 
 
 def _rollouts_for(chunk: list[ProblemRow], teacher: Teacher | None, n: int, seed: int,
-                  trace_source: str) -> list[tuple[ProblemRow, int, Rollout, str]]:
-    """(problem, sample index, rollout, teacher name) for a chunk; existing traces used as is."""
-    need = [r for r in chunk if r.traces is None]
+                  trace_source: str, top_up: bool = False) -> list[tuple[ProblemRow, int, Rollout, str]]:
+    """(problem, sample index, rollout, teacher name) for a chunk; existing traces used as is.
+
+    ``top_up``: a problem whose set carries fewer than ``n`` traces gets the rest from the teacher
+    (sample indices after its own traces), so every problem has ``n`` rollouts."""
+    missing = {r.id: n if r.traces is None else (n - len(r.traces) if top_up else 0) for r in chunk}
+    need = [r for r in chunk if missing[r.id] > 0]
     generated: dict[str, list[Rollout]] = {}
-    if need:
-        if teacher is None:
-            raise ValueError(f"{len(need)} problem(s) (first: {need[0].id}) carry no reasoning trace and no teacher was given")
-        outs = teacher.generate([r.source for r in need], n, seed)
-        if len(outs) != len(need) or any(len(o) != n for o in outs):
+    if need and teacher is None:
+        raise ValueError(f"{len(need)} problem(s) (first: {need[0].id}) need {missing[need[0].id]} more rollout(s) "
+                         "than their set carries and no teacher was given")
+    for k in sorted({missing[r.id] for r in need}):  # one teacher call per number of rollouts asked for
+        group = [r for r in need if missing[r.id] == k]
+        outs = teacher.generate([r.source for r in group], k, seed)
+        if len(outs) != len(group) or any(len(o) != k for o in outs):
             raise RuntimeError(f"teacher {teacher.name} returned {[len(o) for o in outs]} rollouts for "
-                               f"{len(need)} problems x n={n}")
-        generated = {r.id: o for r, o in zip(need, outs)}
+                               f"{len(group)} problems x n={k}")
+        generated.update({r.id: o for r, o in zip(group, outs)})
     out = []
     for r in chunk:
-        if r.traces is not None:
-            out += [(r, k, Rollout(t, None, True, None, {"source": trace_source}), trace_source) for k, t in enumerate(r.traces)]
-        else:
-            out += [(r, k, ro, teacher.name) for k, ro in enumerate(generated[r.id])]
+        own = list(r.traces or ())
+        out += [(r, k, Rollout(t, None, True, None, {"source": trace_source}), trace_source) for k, t in enumerate(own)]
+        out += [(r, len(own) + k, ro, teacher.name) for k, ro in enumerate(generated.get(r.id, []))]
     return out
 
 
@@ -467,14 +474,16 @@ def _rows_for(items, verifier, count_tokens: Callable[[str], int] | None) -> lis
 def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teacher | None, n: int,
                       out_dir: str | os.PathLike, verifier, shard_size: int = 256, seed: int = 0,
                       progress: bool = True, count_tokens: Callable[[str], int] | None = None,
-                      field_map: Mapping[str, str] | None = None, trace_source: str = "dataset") -> RolloutsSummary:
+                      field_map: Mapping[str, str] | None = None, trace_source: str = "dataset",
+                      top_up: bool = False) -> RolloutsSummary:
     """Write ``n`` verified teacher rollouts per problem to sharded Parquet in ``out_dir``.
 
     ``problems``: :class:`lib.problems.Problem` objects, dict rows (see :data:`DEFAULT_FIELDS`;
     ``field_map`` maps our field -> their column, e.g. ``{"problem": "question"}``), or a path
     to a JSONL/Parquet file of rows. A row that already carries reasoning (``trace`` field) is
-    used as is - its traces become its rollouts, whatever ``n`` - and verified like the rest
-    (the paper uses sets that already carry reasoning traces as they are).
+    used as is - its traces become its rollouts - and verified like the rest (the paper uses
+    sets that already carry reasoning traces as they are); with ``top_up`` the teacher writes
+    the rest of a problem's ``n`` rollouts when its set carries fewer (else they stay fewer).
     ``verifier``: a :class:`lib.verify.Verifier` (``check_many``); its judge, if any, gives
     rejections a second opinion. ``shard_size``: problems per shard (the most work a kill can
     lose). ``count_tokens``: text -> tokens (default: the teacher's count, else whitespace
@@ -491,6 +500,8 @@ def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teac
         _clean_temp(out)
         config = {"format": 1, "n": n, "seed": seed, "teacher": teacher.name if teacher else None,
                   "teacher_config": getattr(teacher, "config", None)}
+        if top_up and any(r.traces is not None and len(r.traces) < n for r in valid):
+            config["top_up"] = True  # only where it changes the rollouts (older folders stay resumable)
         _check_config(out, json.loads(json.dumps(config, default=repr)))
         _atomic_write_text(out / REJECTED_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
         for r in rejected:
@@ -500,7 +511,7 @@ def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teac
         pending = [r for r in valid if r.id not in done]
         next_index = int(_SHARD_RE.match(paths[-1].name).group(1)) + 1 if paths else 0
         n_rollouts = _generate_shards(pending, teacher, n, seed, out, next_index, verifier, shard_size,
-                                      count_tokens, trace_source, progress, len(valid) - len(pending))
+                                      count_tokens, trace_source, progress, len(valid) - len(pending), top_up)
         elapsed = time.perf_counter() - t0
         summary = summarize(out)
         summary.rejected_rows, summary.teacher = len(rejected), config["teacher"] or trace_source
@@ -513,7 +524,8 @@ def generate_rollouts(problems: Sequence[Any] | str | os.PathLike, teacher: Teac
 
 
 def _generate_shards(pending: list[ProblemRow], teacher, n, seed, out: Path, next_index: int, verifier,
-                     shard_size: int, count_tokens, trace_source: str, progress: bool, already: int) -> int:
+                     shard_size: int, count_tokens, trace_source: str, progress: bool, already: int,
+                     top_up: bool = False) -> int:
     """The main loop: one shard per ``shard_size`` pending problems. Returns rollouts written."""
     total = already + len(pending)
     bar = Bar(total, "rollouts", unit="problem", initial=already, display=progress)
@@ -521,7 +533,7 @@ def _generate_shards(pending: list[ProblemRow], teacher, n, seed, out: Path, nex
     try:
         for start in range(0, len(pending), shard_size):
             chunk = pending[start:start + shard_size]
-            rows = _rows_for(_rollouts_for(chunk, teacher, n, seed, trace_source), verifier, count_tokens)
+            rows = _rows_for(_rollouts_for(chunk, teacher, n, seed, trace_source, top_up), verifier, count_tokens)
             path = _write_shard(out, next_index, rows)
             next_index += 1
             written += len(rows)

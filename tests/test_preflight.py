@@ -44,6 +44,10 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
     (["problems.source=jsonl", "problems.dataset=nowhere.jsonl"], "01", "problems.dataset not found"),
     (["problems.source=jsonl", "problems.dataset=README.md", "problems.field_map={question: q}"], "01",
      "problems.field_map maps unknown field(s) ['question']"),
+    (["problems.source=hub", "problems.sources=[{dataset: a/b}, {dataset: nowhere.parquet}]"], "01",
+     "problems.sources[1].dataset not found"),
+    (["problems.source=hub", "problems.sources=[{dataset: a/b, field_map: {solution: s}}]"], "01",
+     "problems.sources[0].field_map maps unknown field(s) ['solution']"),
 ])
 def test_a_fault_is_named_before_anything_runs(overrides, stage, message):
     p = P.load(PARAMS_DIR / "tiny.yaml", overrides)
