@@ -200,6 +200,7 @@ class LLMJudge:
     calls: int = 0
     errors: int = 0
     unparseable: int = 0
+    last_error: str | None = None  # the latest failed call's exception, for the outage message
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def judge(self, problem: str | None, gold: str, answer: str, completion: str | None = None) -> bool | None:
@@ -209,9 +210,10 @@ class LLMJudge:
         text = self.prompt.format(problem=problem or "(not given)", gold=gold, answer=answer)
         try:
             reply = self.complete(text)
-        except Exception:  # noqa: BLE001 - counted; the Verifier stops a batch where too many fail
+        except Exception as e:  # noqa: BLE001 - counted; the Verifier stops a batch where too many fail
             with self._lock:
                 self.errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"
             return None
         verdict = parse_verdict(reply) if isinstance(reply, str) else None
         if verdict is None:

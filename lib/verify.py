@@ -555,9 +555,11 @@ class Verifier:
         self.stats.judge_failed += sum(v is None for v in verdicts)  # no verdict: failed, unsure or unparseable
         failed = len(raised) + getattr(self.judge, "errors", 0) - errors_before  # calls that did not get through
         if failed and failed > self.judge_max_failure_share * len(todo):
+            last = getattr(self.judge, "last_error", None) or (repr(raised[-1]) if raised else None)
             raise JudgeOutageError(
                 f"the {self.judge.name} judge failed on {failed} of {len(todo)} calls in this batch (more than "
-                f"{self.judge_max_failure_share:.0%}, verify.judge_max_failure_share): is its server up? "
+                f"{self.judge_max_failure_share:.0%}, verify.judge_max_failure_share)"
+                + (f"; last error: {last[:300].rstrip('.')}" if last else "") + ". Is its server up? "
                 "Fix it and rerun (finished work is kept), or raise the share to accept unjudged rejections")
         out = list(checks)
         for i, verdict in zip(todo, verdicts):
