@@ -86,6 +86,61 @@ def load_eval_set(spec: str, *, n_test: int, seed: int, domains, levels, limit: 
     return es
 
 
+@dataclass(frozen=True)
+class HeldoutItem:
+    """A held-out problem from an evaluation set, shaped like :class:`lib.problems.Problem` for
+    :func:`quick_accuracy` (id, problem, answer, domain, level)."""
+    id: str
+    problem: str
+    answer: str
+    domain: str | None = None
+    level: int | None = None
+
+
+class NoHeldoutSetError(ValueError):
+    """A stage on real data has no open-answer set in ``eval.benchmarks`` to measure itself on."""
+
+
+def stage_heldout(problems_section, eval_section, *, seed: int, limit: int | None = None) -> tuple[str, list]:
+    """``(name, problems)`` a training stage measures itself on (its key metric, greedy).
+
+    Where the training data is synthetic (``problems.source: synthetic``) that is the generator's
+    held-out test split. On real data it is the first set of ``eval.benchmarks`` with open
+    answers (real scale: MATH-500); a synthetic split says nothing about a model trained on
+    OpenR1-Math. ``limit``: the first problems only.
+    """
+    spec = heldout_spec(problems_section, eval_section)
+    if spec == "synthetic":
+        items = problems.generate(problems_section.n_test, seed=seed, split="test", domains=problems_section.domains,
+                                  levels=problems_section.levels)
+        return "synthetic", items[:limit] if limit else items
+    es = load_eval_set(spec, n_test=problems_section.n_test, seed=seed, domains=problems_section.domains,
+                       levels=problems_section.levels, limit=limit)
+    return es.name, [HeldoutItem(str(it["id"]), it["problem"], str(it["answer"]), it.get("domain"),
+                                 _level_or_none(it.get("level"))) for it in es.items]
+
+
+def _level_or_none(v) -> int | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    return int(v) if isinstance(v, str) and v.strip().isdigit() else None
+
+
+def heldout_spec(problems_section, eval_section) -> str:
+    """Which set :func:`stage_heldout` reads ('synthetic', a preset or a .jsonl), without loading it;
+    :class:`NoHeldoutSetError` when real data has no open-answer set in ``eval.benchmarks``."""
+    if problems_section.source == "synthetic":
+        return "synthetic"
+    for spec in eval_section.benchmarks:
+        preset = eval_sets.PRESETS.get(spec)
+        if spec != "synthetic" and not (preset is not None and preset.transform is eval_sets.gpqa_to_choice):
+            return spec
+    raise NoHeldoutSetError(
+        f"problems.source is {problems_section.source!r} (real data), so each stage measures itself on the first "
+        f"open-answer set of eval.benchmarks, and {list(eval_section.benchmarks)} has none; add one (math500, a "
+        ".jsonl of id/problem/answer rows)")
+
+
 def evaluate(sampler, es: EvalSet, verifier: Verifier, *, n_samples: int, seed: int) -> pd.DataFrame:
     """Sample ``n_samples`` completions per problem (any :mod:`lib.sampling` sampler) and check
     each; one record per completion."""

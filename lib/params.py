@@ -118,8 +118,9 @@ class Problems(Section):
         return v
 
     @model_validator(mode="after")
-    def _check(self):
-        if self.source != "synthetic" and not self.dataset and not self.sources:
+    def _check(self, info: ValidationInfo):
+        stage_only = (info.context or {}).get("stage_only")  # a stage that reads `source` but not the datasets
+        if self.source != "synthetic" and not self.dataset and not self.sources and not stage_only:
             raise ValueError(f"source '{self.source}' needs 'dataset' (a path or hub id) or 'sources'")
         if self.sources and (self.dataset or self.field_map):
             raise ValueError("give either sources (each with its dataset and field_map) or dataset/field_map, not both")

@@ -78,6 +78,11 @@ def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
                     raise PreflightError(f"{stage.name}: {where}.dataset not found: {resolve(src['dataset'])}")
             done.append(f"problem source {q.problems.source}:" + ", ".join(
                 src["dataset"] + (f" (cap {src['cap']:,})" if src.get("cap") else "") for src in specs))
+        if "eval.benchmarks" in stage.sections and {"problems", "problems.source"} & set(stage.sections):
+            try:
+                done.append(f"key metric on {evaluation.heldout_spec(q.problems, q.eval)}")
+            except evaluation.NoHeldoutSetError as e:
+                raise PreflightError(f"{stage.name}: {e}") from None
         for key, specs in (("eval.benchmarks", q.eval.benchmarks if "eval" in names else []),
                            ("rl.eval_set", [q.rl.eval_set] if "rl" in names else [])):
             for spec in specs:

@@ -20,22 +20,22 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("00_base_model", "Base model", ("run", "problems", "model", "base_pretrain", "verify"),
+    Stage("00_base_model", "Base model", ("run", "problems", "model", "base_pretrain", "eval.benchmarks", "verify"),
           key_metric="heldout_accuracy", checkpoint="model", label="base"),
     Stage("01_generate_data", "Teacher distillation data", ("run", "problems", "teacher", "verify"),
           deps=("00_base_model",), key_metric="correct_share"),
     Stage("02_tag_data", "Tagging, decontamination, stage subsets", ("run", "problems.domains", "problems.levels", "problems.n_test", "teacher", "tagging", "subsets"),
           deps=("01_generate_data",), key_metric="sft_rollouts"),
-    Stage("03_mid_train", "Distillation as mid-training", ("run", "problems.domains", "problems.levels", "problems.n_test", "model.dtype", "mid_train", "verify"),
+    Stage("03_mid_train", "Distillation as mid-training", ("run", "problems.domains", "problems.levels", "problems.n_test", "problems.source", "eval.benchmarks", "model.dtype", "mid_train", "verify"),
           deps=("00_base_model", "02_tag_data"), key_metric="heldout_accuracy", checkpoint="model",
           label="+ mid-training"),
-    Stage("04_sft", "Distillation as SFT", ("run", "problems.domains", "problems.levels", "problems.n_test", "model.dtype", "sft", "verify"),
+    Stage("04_sft", "Distillation as SFT", ("run", "problems.domains", "problems.levels", "problems.n_test", "problems.source", "eval.benchmarks", "model.dtype", "sft", "verify"),
           deps=("00_base_model", "02_tag_data"), optional_deps=("03_mid_train",), key_metric="heldout_accuracy",
           checkpoint="model", label="+ SFT",
           ablations=(("model_from_base", "base + SFT, no mid-training (LIMO/s1K ablation)"),)),
-    Stage("05_rollout_dpo", "Rollout DPO", ("run", "problems.domains", "problems.levels", "problems.n_test", "model.dtype", "dpo", "verify"),
+    Stage("05_rollout_dpo", "Rollout DPO", ("run", "problems.domains", "problems.levels", "problems.n_test", "problems.source", "eval.benchmarks", "model.dtype", "dpo", "verify"),
           deps=("02_tag_data", "04_sft"), key_metric="heldout_accuracy", checkpoint="model", label="+ rollout DPO"),
-    Stage("06_rl", "RL with verifiable reward", ("run", "problems.domains", "problems.levels", "problems.n_test", "model.dtype", "rl", "verify"),
+    Stage("06_rl", "RL with verifiable reward", ("run", "problems.domains", "problems.levels", "problems.n_test", "problems.source", "eval.benchmarks", "model.dtype", "rl", "verify"),
           deps=("02_tag_data", "04_sft"), optional_deps=("05_rollout_dpo",), key_metric="heldout_accuracy",
           checkpoint="model", label="+ RL"),
 )

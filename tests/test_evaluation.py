@@ -218,3 +218,29 @@ def test_report_pairs_each_stage_with_the_one_before(smoke_params):
     old = report.build(smoke_params, {"03_mid_train": {"synthetic": {k: v for k, v in mid.items() if k != "pass1_per_problem"}},
                                       "04_sft": {"synthetic": sft}}, {})
     assert "## Paired" not in report.render_markdown(old)
+
+
+def test_a_stage_measures_itself_on_the_synthetic_split_or_on_a_real_set(tiny_model, tiny_tokenizer, verifier,
+                                                                          tmp_path):
+    from lib import params as P
+    from lib import problems
+
+    synth = P.Problems(n_test=30, domains=["algebra"], levels=[1, 2])
+    name, items = evaluation.stage_heldout(synth, P.Eval(benchmarks=["math500"]), seed=3, limit=12)
+    assert name == "synthetic"  # synthetic training data: the generator's held-out split, whatever the eval sets
+    assert [p.id for p in items] == [p.id for p in problems.generate(30, seed=3, split="test", domains=["algebra"],
+                                                                     levels=[1, 2])][:12]
+    real_file = tmp_path / "mini_math.jsonl"
+    real_file.write_text("".join(json.dumps({"id": f"m{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i),
+                                             "level": "Level 3" if i % 2 else 4}) + "\n" for i in range(5)))
+    real = P.Problems(source="hub", dataset="open-r1/OpenR1-Math-220k")
+    evs = P.Eval(benchmarks=["gpqa_diamond", str(real_file)])  # multiple choice is skipped: the open-answer set
+    assert evaluation.heldout_spec(real, evs) == str(real_file)
+    name, items = evaluation.stage_heldout(real, evs, seed=0, limit=3)
+    assert name == "mini_math" and [(it.id, it.answer, it.level) for it in items] == [
+        ("m0", "0", 4), ("m1", "2", None), ("m2", "4", 4)]  # a level that is not a number is not guessed
+    _, summary = evaluation.quick_accuracy(tiny_model, tiny_tokenizer, items, verifier, max_new_tokens=8,
+                                           batch_size=4, seed=0)
+    assert summary["n"] == 3 and summary["by_level"].keys() <= {4}
+    with pytest.raises(evaluation.NoHeldoutSetError, match=r"\['synthetic', 'gpqa_diamond'\] has none"):
+        evaluation.heldout_spec(real, P.Eval(benchmarks=["synthetic", "gpqa_diamond"]))

@@ -28,6 +28,9 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
     p = P.load(PARAMS_DIR / "phi4-mini.yaml")
     assert "verifier (second opinion: endpoint:gpt-4o-mini)" in preflight.check_stage(p, stages.get("03"))
     assert "LLM tagger, 128 at a time" in preflight.check_stage(p, stages.get("02"))
+    for stage in ("00", "03", "04", "05", "06"):  # real data: each stage's key metric is MATH-500, not synthetic
+        assert "key metric on math500" in preflight.check_stage(p, stages.get(stage))
+    assert "key metric on synthetic" in preflight.check_stage(P.load(PARAMS_DIR / "tiny.yaml"), stages.get("04"))
 
 
 @pytest.mark.parametrize("overrides,stage,message", [
@@ -44,6 +47,8 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
     (["problems.source=jsonl", "problems.dataset=nowhere.jsonl"], "01", "problems.dataset not found"),
     (["problems.source=jsonl", "problems.dataset=README.md", "problems.field_map={question: q}"], "01",
      "problems.field_map maps unknown field(s) ['question']"),
+    (["problems.source=hub", "problems.dataset=a/b", "eval.benchmarks=[gpqa_diamond]",
+      "tagging.decontaminate_against=[gpqa_diamond, synthetic]"], "04", "04_sft: problems.source is 'hub' (real data)"),
     (["problems.source=hub", "problems.sources=[{dataset: a/b}, {dataset: nowhere.parquet}]"], "01",
      "problems.sources[1].dataset not found"),
     (["problems.source=hub", "problems.sources=[{dataset: a/b, field_map: {solution: s}}]"], "01",
