@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make tiny   set up (first time) and run the whole recipe on params/tiny.yaml -> outputs/tiny/
 #   make test   set up (first time) and run the tests (notebooks executed on params/smoke.yaml)
-# Other targets: make setup | make lab | make lab-check | make smoke | make clean-outputs
+# Other targets: make setup | make lab | make lab-check | make gpu-check | make smoke | make clean-outputs
 #   make mutation   mutation testing of lib/{metrics,rl,answers,packing}.py (not in CI; docs/mutation.md)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 # (and PIP_EXTRA_INDEX_URL for a CPU or CUDA wheel index) before the first `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup git-filter tiny smoke test lab lab-check clean-outputs mutation
+.PHONY: setup git-filter tiny smoke test lab lab-check gpu-check clean-outputs mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ lab: setup
 # (installs Debian's chromium and Playwright when missing; not part of `make test`).
 lab-check: setup
 	$(PY) tools/lab_check.py
+
+# On a machine with a GPU: the recipe at test size on CUDA + benchmarks/bench_gpu.py, per-stage times.
+gpu-check: setup
+	$(PY) tools/gpu_check.py
 
 clean-outputs:
 	rm -rf outputs/

@@ -1,0 +1,94 @@
+"""One command for whoever gets a GPU: the recipe end to end on CUDA, then the GPU benchmarks.
+
+    make gpu-check                      # = .venv/bin/python tools/gpu_check.py
+    .venv/bin/python tools/gpu_check.py [--params params/smoke.yaml] [--only 00 03] [--device cpu]
+
+1. Every stage of ``--params`` (default: ``params/smoke.yaml``, the test-sized recipe, a few
+   minutes) with ``run.device=cuda`` and bf16 autocast (``model.dtype=bfloat16``) into a fresh
+   folder under ``outputs/gpu-check-<time>/``: CUDA training (TRL), the shared sampler or vLLM
+   where enabled, the verifier, the report.
+2. ``benchmarks/bench_gpu.py``: training MFU and generation tokens/s (vLLM against
+   ``transformers.generate`` when vLLM is installed).
+3. A table: stage, wall time, device, training backend, key metric; then the benchmark lines.
+
+Without CUDA it says so and exits 2 (``--device cpu`` rehearses the script itself on CPU).
+Nothing in CI depends on it. Output: ``outputs/gpu-check-<time>/gpu_check.md`` as well as the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_rows(run_dir: Path) -> list[dict]:
+    """One row per finished stage of a run folder, from each stage's manifest and metrics."""
+    rows = []
+    profile_path = run_dir / "eta_profile.json"  # the runner's wall time per stage (kernel start included)
+    profile = json.loads(profile_path.read_text()) if profile_path.is_file() else {}
+    for manifest in sorted(run_dir.glob("*/manifest.json")):
+        m = json.loads(manifest.read_text())
+        metrics_path = manifest.parent / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        key = next((metrics[k] for k in ("heldout_accuracy", "correct_share", "sft_rollouts", "final_pass1")
+                    if k in metrics), None)
+        wall = (profile.get(manifest.parent.name) or {}).get("wall_s", m.get("elapsed_s"))
+        rows.append({"stage": manifest.parent.name, "wall_s": wall,
+                     "backend": metrics.get("backend") or metrics.get("generation") or "",
+                     "key_metric": key})
+    return rows
+
+
+def table(rows: list[dict], device: str) -> str:
+    lines = ["| stage | wall s | device | backend | key metric |", "|---|---|---|---|---|"]
+    for r in rows:
+        wall = f"{r['wall_s']:.0f}" if isinstance(r["wall_s"], (int, float)) else "?"
+        key = f"{r['key_metric']:.3f}" if isinstance(r["key_metric"], float) else str(r["key_metric"])
+        lines.append(f"| {r['stage']} | {wall} | {device} | {r['backend']} | {key} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params/smoke.yaml")
+    ap.add_argument("--only", nargs="*", help="run just these stages (as lib.recipe --only)")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                    help="cpu: rehearse this script without a GPU (bf16 off)")
+    ap.add_argument("--skip-bench", action="store_true", help="do not run benchmarks/bench_gpu.py")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); install a CUDA build of "
+              "torch on a GPU machine, or pass --device cpu to rehearse the script", file=sys.stderr)
+        return 2
+    name = f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_root = ROOT / "outputs"
+    sets = ["--set", f"run.name={name}", "--set", f"run.device={args.device}",
+            "--set", f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}"]
+    cmd = [sys.executable, "-m", "lib.recipe", args.params, *sets] + (["--only", *args.only] if args.only else [])
+    print("gpu-check:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    recipe = subprocess.run(cmd, cwd=ROOT)
+    wall = time.time() - t0
+    device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    report = [f"# gpu-check {name}", "", f"`{' '.join(cmd[1:])}`: exit {recipe.returncode}, {wall:.0f} s", "",
+              table(stage_rows(out_root / name), device)]
+    if not args.skip_bench:
+        bench = subprocess.run([sys.executable, "benchmarks/bench_gpu.py"], cwd=ROOT, capture_output=True, text=True)
+        report += ["", "## benchmarks/bench_gpu.py", "", "```", (bench.stdout + bench.stderr[-2000:]).strip(), "```"]
+    text = "\n".join(report) + "\n"
+    (out_root / name).mkdir(parents=True, exist_ok=True)
+    (out_root / name / "gpu_check.md").write_text(text)
+    print(text)
+    return recipe.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
