@@ -31,8 +31,8 @@ from lib.params import DPO, Train
 from lib.paths import ROOT, resolve
 
 
-# what each task trains on: the columns every JSONL row needs, and the params section it reads
-TASKS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+# what each task trains on: the columns every JSONL row needs
+TASKS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"), "grpo": ("problem", "answer")}
 
 
 def _read_rows(path: Path, task: str = "sft") -> list[dict]:
@@ -44,7 +44,8 @@ def _read_rows(path: Path, task: str = "sft") -> list[dict]:
         row = json.loads(line)
         if not isinstance(row, dict) or any(k not in row for k in need):
             raise ValueError(f"{path}:{i}: a {task} row needs {', '.join(repr(k) for k in need)}"
-                             + (" (TRL conversational format)" if task == "sft" else " (a preference pair)"))
+                             + {"sft": " (TRL conversational format)", "dpo": " (a preference pair)",
+                                "grpo": " (an RL prompt with its reference answer)"}[task])
         rows.append(row)
     return rows
 
@@ -67,13 +68,39 @@ def _fit_dpo(start_checkpoint, pairs, heldout, section, out_dir: Path, *, device
     return model, tokenizer, stats, backend
 
 
+def _fit_grpo(start_checkpoint, prompts, section, out_dir: Path, *, verify_section, tracked, device, dtype,
+              seed: int, tricks: bool, use_vllm: bool, start: dict | None, track: bool = True,
+              load_device=None) -> tuple:
+    """One GRPO arm from ``start_checkpoint``: the stage's work, in any process.
+
+    ``tracked``: the :class:`lib.evaluation.EvalSet` the tracker samples every ``eval_every``
+    steps (``track=False``: no tracker, as on the processes other than the main one).
+    Returns ``(model, tokenizer, summary, history, tracking_s)``.
+    """
+    import pandas as pd
+
+    from lib import evaluation, rl
+
+    load_device = device if load_device is None else load_device
+    model, tokenizer, _ = modellib.load_for_training(start_checkpoint, load_device, section.use_unsloth,
+                                                     max_seq_length=section.max_length)
+    with evaluation.make_verifier(verify_section) as verifier:
+        tracker = rl.tracker_for(section, tokenizer, tracked, verifier, seed=seed, start=start) if track else None
+        trainer, summary = rl.run_grpo(model, tokenizer, pd.DataFrame(prompts), section, out_dir, verifier=verifier,
+                                       device=device, dtype=dtype, seed=seed, tricks=tricks, tracker=tracker,
+                                       use_vllm=use_vllm)
+    history = tracker.history if tracker else []
+    return trainer.model, tokenizer, summary, history, tracker.seconds if tracker else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.launch", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=sorted(TASKS), default="sft",
                     help="sft: prompt-completion rows (mid-training, SFT); dpo: preference pairs")
     ap.add_argument("--model", required=True, help="checkpoint folder (or hub id) to start from")
     ap.add_argument("--rows", required=True, type=Path, help="JSONL of training rows")
-    ap.add_argument("--eval-rows", type=Path, help="dpo: JSONL of held-out pairs (preference accuracy)")
+    ap.add_argument("--eval-rows", type=Path, help="dpo: JSONL of held-out pairs (preference accuracy); "
+                    "grpo: JSONL of the tracked held-out problems")
     ap.add_argument("--config", required=True, type=Path, help="JSON training section + seed")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--packing", action="store_true")
@@ -85,7 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     seed = spec.pop("seed", 0)
     device = modellib.pick_device("auto")
     dtype = modellib.train_dtype(spec.get("dtype", "auto"), device)
-    if args.task == "dpo":
+    if args.task == "grpo":
+        from lib.evaluation import EvalSet
+        from lib.params import RL, Verify
+
+        cfg = RL.model_validate({k: v for k, v in spec.items() if k in RL.model_fields})
+        run = spec["grpo"]  # the arm: tricks, vLLM, verify section, tracked set's name, step-0 row
+        tracked = EvalSet(run["eval_set"], _read_rows(args.eval_rows, "grpo"), multiple_choice=run["multiple_choice"])
+        main_process = PartialState().is_main_process
+        model, tokenizer, stats, history, tracking_s = _fit_grpo(
+            args.model, _read_rows(args.rows, "grpo"), cfg, args.out / "trainer",
+            verify_section=Verify.model_validate(run["verify"]), tracked=tracked, device=device, dtype=dtype,
+            seed=seed, tricks=run["tricks"], use_vllm=run["use_vllm"], start=run.get("start"),
+            track=main_process, load_device="cpu")  # the main process tracks; the others only train
+        stats = {**stats, "history": history, "tracking_s": tracking_s}
+    elif args.task == "dpo":
         cfg = DPO.model_validate({k: v for k, v in spec.items() if k in DPO.model_fields})
         heldout = _read_rows(args.eval_rows, "dpo") if args.eval_rows else []
         model, tokenizer, stats, _ = _fit_dpo(args.model, _read_rows(args.rows, "dpo"), heldout, cfg, args.out,
@@ -99,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     if PartialState().is_main_process:
         modellib.save(model, tokenizer, args.out / "model")
         stats["world_size"] = PartialState().num_processes
-        (args.out / "train_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        (args.out / "train_stats.json").write_text(json.dumps(stats, indent=2, default=_plain) + "\n")
     return 0
+
+
+def _plain(obj):
+    """JSON for what training statistics hold besides plain values (numpy scalars, tuples in Counters)."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def _write_jsonl(path: Path, rows) -> Path:
@@ -113,7 +161,8 @@ def _write_jsonl(path: Path, rows) -> Path:
 
 
 def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool = False,
-           accelerate_config: str | None = None, dtype: str = "auto", task: str = "sft", eval_rows=None) -> dict:
+           accelerate_config: str | None = None, dtype: str = "auto", task: str = "sft", eval_rows=None,
+           extra: dict | None = None) -> dict:
     """Run :func:`main` in a subprocess, under ``accelerate launch`` when a config is given.
 
     ``rows``: the training rows (a list of dicts or a DataFrame); ``eval_rows``: DPO's held-out
@@ -124,7 +173,8 @@ def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_jsonl(out / "rows.jsonl", rows)
-    (out / "train.json").write_text(json.dumps({**train_section.model_dump(), "seed": seed, "dtype": dtype}))
+    (out / "train.json").write_text(json.dumps({**train_section.model_dump(), "seed": seed, "dtype": dtype,
+                                                **(extra or {})}, default=_plain))
     cmd = ["-m", "lib.launch", "--task", task, "--model", str(model_dir), "--rows", str(out / "rows.jsonl"),
            "--config", str(out / "train.json"), "--out", str(out)] + (["--packing"] if packing else [])
     if eval_rows is not None and len(eval_rows):
@@ -183,6 +233,35 @@ def train_dpo_stage(start_checkpoint, train_pairs, heldout_pairs, section: DPO, 
                                                 device=device, dtype=modellib.train_dtype(dtype, device), seed=seed)
     stats["backend"] = backend
     return model, tokenizer, stats
+
+
+def train_rl_arm(start_checkpoint, prompts, section, out_dir, *, verify_section, tracked, device: torch.device,
+                 seed: int, tricks: bool, use_vllm: bool = False, start: dict | None = None, dtype: str = "auto"):
+    """One GRPO arm of stage 06, in process or under ``accelerate launch`` (``section.accelerate_config``).
+
+    ``prompts``: a DataFrame with ``problem, answer``; ``tracked``: the held-out
+    :class:`lib.evaluation.EvalSet` sampled every ``rl.eval_every`` steps (on the main process);
+    ``start``: a step-0 row measured by another arm from the same checkpoint. Returns
+    ``(model, tokenizer, summary, history, tracking_s)`` with the trained model on ``device``;
+    ``summary`` as :func:`lib.rl.run_grpo`. Checkpoints go to ``out_dir`` (a rerun resumes).
+    """
+    out = Path(out_dir)
+    if section.accelerate_config:
+        if use_vllm:
+            raise ValueError("rl.use_vllm under rl.accelerate_config: colocated vLLM across processes is not wired; "
+                             "set one of them off")
+        arm = {"tricks": tricks, "use_vllm": use_vllm, "verify": verify_section.model_dump(), "start": start,
+               "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
+        stats = launch(start_checkpoint, prompts[["problem", "answer"]].astype(str), section, seed, out,
+                       dtype=dtype, task="grpo", eval_rows=tracked.items, extra={"grpo": arm},
+                       accelerate_config=str(resolve(section.accelerate_config)))
+        model, tokenizer = modellib.load(out / "model", device=device)
+        history, tracking_s = stats.pop("history"), stats.pop("tracking_s")
+        stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
+        return model, tokenizer, stats, history, tracking_s
+    return _fit_grpo(start_checkpoint, prompts, section, out, verify_section=verify_section, tracked=tracked,
+                     device=device, dtype=modellib.train_dtype(dtype, device), seed=seed, tricks=tricks,
+                     use_vllm=use_vllm, start=start)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from lib.eval_sets import PRESETS
 from lib.paths import resolve
 
 
-# Stages whose training is not wired for several processes yet (their notebooks refuse a launcher).
-SINGLE_PROCESS = {"rl": "GRPO (06)"}
 
 
 class PreflightError(ValueError):
@@ -92,9 +90,9 @@ def check_stage(p: params_mod.Params, stage: stages.Stage) -> list[str]:
                 done.append(f"{key} {', '.join(specs)}")
         for section in ("base_pretrain", "mid_train", "sft", "dpo", "rl"):
             cfg = getattr(q, section) if section in names else None
-            if cfg is not None and cfg.accelerate_config and section in SINGLE_PROCESS:
-                raise PreflightError(f"{stage.name}: {section}.accelerate_config is set, but {SINGLE_PROCESS[section]} "
-                                     "runs in one process so far (its notebook stops); set it to null")
+            if section == "rl" and cfg is not None and cfg.accelerate_config and cfg.use_vllm:
+                raise PreflightError(f"{stage.name}: rl.use_vllm with rl.accelerate_config: colocated vLLM across "
+                                     "processes is not wired; set one of them off")
             if cfg is not None and cfg.accelerate_config and not Path(resolve(cfg.accelerate_config)).is_file():
                 raise PreflightError(f"{stage.name}: {section}.accelerate_config not found: {resolve(cfg.accelerate_config)}")
             if cfg is not None:

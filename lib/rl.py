@@ -392,9 +392,19 @@ class RecipeGRPOTrainer(GRPOTrainer):
         rows = inputs["completion_mask"].sum(dim=1) > 0
         if bool(rows.all()):
             return super()._compute_loss(model, inputs)
+        if self.accelerator.num_processes > 1:
+            # Several processes: every one must run the same collectives with tensors of the same
+            # shapes (DDP's forward and backward; TRL gathers per-row metrics), so no row is removed.
+            # Dropped rows have an all-zero mask and add nothing to the sums; where TRL divides by the
+            # rows (grpo/sapo: mean over rows; dr_grpo: rows x max length), the loss is rescaled to the
+            # kept rows, which gives the gradient of the loss over the kept rows alone.
+            loss = super()._compute_loss(model, inputs)
+            kept = int(rows.sum())
+            if kept == 0:
+                return loss * 0.0
+            return loss * (rows.numel() / kept) if self.loss_type in ("grpo", "sapo", "dr_grpo", "luspo") else loss
         if not bool(rows.any()):
-            # no completion of this micro-batch takes part: a zero loss that still touches every
-            # parameter (so distributed gradient sync sees the same graph on every process)
+            # no completion of this micro-batch takes part: a zero loss that still touches every parameter
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         n = rows.numel()
         sub = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n else v)

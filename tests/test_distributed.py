@@ -73,3 +73,51 @@ def test_dpo_two_processes_match_one_and_the_in_process_stage(smoke_params, tiny
     assert launched < 1e-4 * moved  # the command is the same work as the notebook's process
     assert ddp < 0.02 * moved, (ddp, moved)  # DDP = the same global batches, averaged gradients
     assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_rl_arm_runs_in_two_processes_and_the_command_equals_the_notebook_path(smoke_params, tiny_model,
+                                                                               tiny_tokenizer, tmp_path):
+    """GRPO under `accelerate launch`: one launched process = in process (same samples, same tracker);
+    two processes (DDP) train on the same global batch of completions, the main process tracking.
+
+    An untrained model earns -1 on almost every completion, so most groups are all-equal and
+    filtered: the processes then hold different rows to train on (some on one, none on the other),
+    which deadlocked DDP before lib.rl kept every process's shapes and collectives the same. Sampling is seeded per process,
+    so two processes draw other completions than one; weights are not compared across them."""
+    import torch
+
+    from lib import evaluation
+    from lib import launch as L
+
+    base = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "base")
+    import pandas as pd
+    prompts = pd.DataFrame([{"problem": p.problem, "answer": p.answer} for p in problems.generate(12, seed=5)])
+    tracked = evaluation.synthetic_test_set(4, 0, smoke_params.problems.domains, smoke_params.problems.levels)
+    one = smoke_params.rl.model_copy(update={"max_steps": 2, "batch_size": 8, "num_generations": 4, "lr": 5e-3,
+                                             "eval_every": 10, "eval_samples": 2, "checkpoint_every": 0})
+    two = one.model_copy(update={"batch_size": 4, "accelerate_config": "configs/accelerate_cpu_2proc.yaml"})
+    one_cmd = one.model_copy(update={"accelerate_config": "configs/accelerate_cpu_1proc.yaml"})
+    verify = smoke_params.verify.model_copy(update={"workers": 0})
+    cpu = torch.device("cpu")
+    arm = dict(verify_section=verify, tracked=tracked, device=cpu, seed=0, tricks=True)
+    a, _, s_in, h_in, _ = L.train_rl_arm(base, prompts, one, tmp_path / "in_process", **arm)
+    c, _, s_one, h_one, _ = L.train_rl_arm(base, prompts, one_cmd, tmp_path / "one", **arm)
+    b, _, s_two, h_two, _ = L.train_rl_arm(base, prompts, two, tmp_path / "two", **arm)
+    assert s_in["steps"] == s_one["steps"] == s_two["steps"] == 2
+    assert s_one["world_size"] == 1 and s_two["world_size"] == 2
+    assert [g["completions"] for g in s_two["groups"]] == [g["completions"] for g in s_in["groups"]] == [8, 8]
+    assert [r["step"] for r in h_two] == [r["step"] for r in h_in] == [0, 2]  # tracked on the main process
+    assert h_two[0] == h_in[0]  # the same starting model, measured alike
+    assert s_in["reward_counts"] == s_one["reward_counts"] and h_one == h_in  # the command = the notebook path
+    launched = max((pa - pc).abs().max().item() for pa, pc in zip(a.parameters(), c.parameters()))
+    assert launched == 0.0
+    assert sum(s_two["reward_counts"].values()) == 8  # the main process rewarded its half of 2 steps x 8
+    # where a process kept rows and the other none, both still ran the same collectives (no deadlock),
+    # and the kept rows moved the weights; all-filtered steps leave them alone
+    start, _ = modellib.load(base)
+    moved = max((pb - p0).abs().max().item() for pb, p0 in zip(b.parameters(), start.parameters()))
+    kept = [g["kept_completions"] for g in s_two["groups"]]
+    print(f"2 processes: kept completions per step {kept}, reward counts {s_two['reward_counts']}, "
+          f"max |weight change| {moved:.2e}")
+    assert (moved > 0) == (sum(kept) > 0)

@@ -38,7 +38,8 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
      "07_eval: eval.benchmarks: unknown evaluation set 'mmlu'"),
     (["rl.eval_set=missing.jsonl", "tagging.decontaminate_against=[synthetic, missing.jsonl]"], "06",
      "06_rl: rl.eval_set: evaluation set file not found"),
-    (["rl.accelerate_config=configs/accelerate_cpu_2proc.yaml"], "06", "rl.accelerate_config is set"),
+    (["rl.accelerate_config=configs/accelerate_cpu_2proc.yaml", "rl.use_vllm=true"], "06",
+     "rl.use_vllm with rl.accelerate_config"),
     (["dpo.accelerate_config=configs/accelerate_cpu_2proc.yaml", "dpo.batch_size=4", "dpo.global_batch_size=12"],
      "05", "global_batch_size=12 is not a multiple of batch_size=4 x 2 process"),
     (["sft.accelerate_config=configs/nope.yaml"], "04", "sft.accelerate_config not found"),
@@ -63,8 +64,9 @@ def test_a_fault_is_named_before_anything_runs(overrides, stage, message):
 
 def test_dry_run_exits_2_naming_the_stage(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lib.recipe", "params/tiny.yaml", "--dry-run", "--set",
-                        "rl.accelerate_config=configs/accelerate_cpu_2proc.yaml", "--set", f"run.output_root={tmp_path}"],
+                        "rl.accelerate_config=configs/accelerate_cpu_2proc.yaml", "--set", "rl.use_vllm=true",
+                        "--set", f"run.output_root={tmp_path}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
-    assert "✗ 06_rl: rl.accelerate_config is set" in r.stderr and "✓ 05_rollout_dpo" in r.stdout
+    assert "✗ 06_rl: rl.use_vllm with rl.accelerate_config" in r.stderr and "✓ 05_rollout_dpo" in r.stdout
     assert not (tmp_path / "tiny").exists()
