@@ -137,10 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         sft_cfg = training.sft_config(cfg, args.out / "trainer", device=device, dtype=dtype, seed=seed)
         stats = training.fit(model, tokenizer, _read_rows(args.rows), sft_cfg, packing=args.packing,
                              keep_eos=spec.get("keep_eos", True))
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         modellib.save(model, tokenizer, args.out / "model")
-        stats["world_size"] = PartialState().num_processes
+        stats["world_size"] = state.num_processes
         (args.out / "train_stats.json").write_text(json.dumps(stats, indent=2, default=_plain) + "\n")
+    if state.num_processes > 1:
+        # every process waits for the main one's save, then the process group is torn down before
+        # the interpreter exits (a process leaving on its own while gloo's threads run aborted with
+        # "terminate called without an active exception" in a clean-clone test run)
+        state.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return 0
 
 
