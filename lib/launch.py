@@ -5,16 +5,17 @@
     python -m lib.launch --task grpo --model CKPT --rows prompts.jsonl --eval-rows tracked.jsonl ...
     accelerate launch --config_file configs/accelerate_zero3_8gpu.yaml -m lib.launch ...
 
-:func:`train_stage` (mid-training, SFT) and :func:`train_dpo_stage` (rollout DPO) and :func:`train_rl_arm` (one
-GRPO arm) are what the stage notebooks call. Each trains in process, or writes its rows and params section to the stage
-folder and runs this module as a command (:func:`launch`). Either way the work is the same
-library call (:func:`lib.training.fit`, :func:`lib.dpo.fit_dpo`, :func:`lib.rl.run_grpo`), so one process, DDP on several
-CPU processes or GPUs, DeepSpeed ZeRO-3 and FSDP all run the same stage code (the Trainer reads
-the launcher's environment). ``train.json`` is a params training section (``mid_train``,
-``sft``, ``dpo``, ``rl``: lr, epochs, batch_size, ...) plus ``seed`` and ``dtype`` (and for
-``grpo`` the arm: tricks, the ``verify`` section, the tracked set's name, a step-0 row). The main process
-saves ``DIR/model`` (a ``save_pretrained`` folder) and ``DIR/train_stats.json``; checkpoints go
-to ``DIR/trainer`` and a rerun resumes from the newest one.
+:func:`train_stage` (mid-training, SFT) and :func:`train_dpo_stage` (rollout DPO) and
+:func:`train_rl_arm` (one GRPO arm) are what the stage notebooks call. Each trains in process,
+or writes its rows and params section to the stage folder and runs this module as a command
+(:func:`launch`). Either way the work is the same library call (:func:`lib.training.fit`,
+:func:`lib.dpo.fit_dpo`, :func:`lib.rl.run_grpo`), so one process, DDP on several CPU processes
+or GPUs, DeepSpeed ZeRO-3 and FSDP all run the same stage code (the Trainer reads the launcher's
+environment). ``train.json`` is a params training section (``mid_train``, ``sft``, ``dpo``,
+``rl``: lr, epochs, batch_size, ...) plus ``seed`` and ``dtype`` (and for ``grpo`` the arm:
+tricks, the ``verify`` section, the tracked set's name, a step-0 row). The main process saves
+``DIR/model`` (a ``save_pretrained`` folder) and ``DIR/train_stats.json``; checkpoints go to
+``DIR/trainer`` and a rerun resumes from the newest one.
 """
 from __future__ import annotations
 
