@@ -146,15 +146,28 @@ def load_jsonl(path: str | Path, fields: Mapping[str, str | None] = DEFAULT_FIEL
 _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+def local_file(path: str | Path) -> Path | None:
+    """A local file named in params: as given (relative to the current folder), else relative to the
+    repository root (a notebook opened in JupyterLab runs in notebooks/); None when neither exists."""
+    from lib.paths import ROOT
+
+    p = Path(path).expanduser()
+    for cand in (p,) if p.is_absolute() else (p, ROOT / p):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def open_dataset(name_or_path: str, split: str, config: str | None = None, **load_kwargs):
     """``(dataset, short name)`` through `datasets.load_dataset`: a local .json/.jsonl/.parquet/.csv
     file by its builder, anything else as a hub id or builder name (the network the first time)."""
     import datasets
 
     suffix = Path(name_or_path).suffix.lower()
-    if suffix in _LOCAL_BUILDERS and Path(name_or_path).is_file():
-        ds = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(name_or_path), split=split, **load_kwargs)
-        return ds, Path(name_or_path).stem
+    local = local_file(name_or_path) if suffix in _LOCAL_BUILDERS else None
+    if local is not None:
+        ds = datasets.load_dataset(_LOCAL_BUILDERS[suffix], data_files=str(local), split=split, **load_kwargs)
+        return ds, local.stem
     ds = datasets.load_dataset(name_or_path, config, split=split, **load_kwargs)
     return ds, config or name_or_path.rstrip("/").rsplit("/", 1)[-1]
 

@@ -35,7 +35,7 @@ def make_verifier(v, judge_backend=None) -> Verifier:
             judge_backend = EndpointTeacher(v.judge_base_url, v.judge_model,
                                             api_key=os.environ.get(v.judge_api_key_env, "EMPTY"),
                                             max_concurrency=v.judge_max_concurrency, timeout_s=v.judge_timeout_s,
-                                            max_retries=v.judge_max_retries, temperature=0.0, max_tokens=1024,
+                                            max_retries=v.judge_max_retries, temperature=0.0, max_tokens=v.judge_max_tokens,
                                             progress=False)
         judge = LLMJudge(judge_backend.complete, name=getattr(judge_backend, "name", "llm"))
         return Verifier(workers=v.workers, timeout_s=v.timeout_s, judge=judge, extract=v.extract,
@@ -70,9 +70,10 @@ def load_eval_set(spec: str, *, n_test: int, seed: int, domains, levels, limit: 
     if spec == "synthetic":
         es = synthetic_test_set(n_test, seed, domains, levels)
     elif spec.endswith((".jsonl", ".json")):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"evaluation set file not found: {path} (from eval.benchmarks)")
+        path = eval_sets.local_file(spec)
+        if path is None:
+            raise FileNotFoundError(f"evaluation set file not found: {spec} (from eval.benchmarks; relative paths are "
+                                    "read from the current folder or the repository root)")
         es = EvalSet(path.stem, eval_sets.load_jsonl(path), source=str(path))
     elif spec in eval_sets.PRESETS:
         preset = eval_sets.PRESETS[spec]

@@ -372,6 +372,8 @@ class Verify(Section):
     judge_max_concurrency: int = Field(8, ge=1, description="LLM judge: requests in flight at once.")
     judge_timeout_s: float = Field(60.0, gt=0, description="LLM judge: seconds per request before it is retried.")
     judge_max_retries: int = Field(4, ge=0, description="LLM judge: retries per request, with exponential backoff.")
+    judge_max_tokens: int = Field(1024, ge=1, description="LLM judge: longest reply in tokens (its verdict comes first; "
+                                  "a reasoning judge needs more).")
     judge_max_failure_share: float = Field(0.1, ge=0, le=1, description="LLM judge: a batch in which more than this share of judge calls fail (after retries) stops the stage with JudgeOutageError; the work written so far is kept.")
 
     @model_validator(mode="after")
@@ -379,6 +381,17 @@ class Verify(Section):
         if self.second_opinion == "llm" and not (self.judge_base_url and self.judge_model):
             raise ValueError("second_opinion 'llm' needs 'judge_base_url' and 'judge_model' (an OpenAI-compatible judge)")
         return self
+
+
+class Serve(Section):
+    """A local OpenAI-compatible server the runner starts for the run (the rehearsal of the real-scale path)."""
+    checkpoint: str | None = Field(None, description="A local checkpoint folder that `python -m lib.recipe` hosts with "
+        "`transformers serve` on loopback (lib.serving) while the stages run, stopped at the end; teacher, judge and "
+        "tagger then name it in their base_url/model. null: the endpoints are servers you start (vLLM, SGLang).")
+    name: str = Field("served_model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="The model name requests send (the server refuses any other): teacher.model and verify.judge_model.")
+    port: int = Field(8123, ge=1, le=65535, description="Loopback port: the endpoints' base_url is http://127.0.0.1:<port>/v1.")
+    startup_timeout_s: float = Field(180, gt=0, description="Seconds for the server to answer its health check before the run stops.")
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -395,6 +408,7 @@ SECTIONS: dict[str, type[Section]] = {
     "teacher": Teacher,
     "tagging": Tagging,
     "subsets": Subsets,
+    "serve": Serve,
 }
 
 
@@ -414,6 +428,7 @@ class Params(BaseModel):
     teacher: Teacher = Field(default_factory=Teacher)
     tagging: Tagging = Field(default_factory=Tagging)
     subsets: Subsets = Field(default_factory=Subsets)
+    serve: Serve = Field(default_factory=Serve)
 
     @model_validator(mode="after")
     def _decontaminated(self, info: ValidationInfo):
@@ -424,7 +439,23 @@ class Params(BaseModel):
             if missing:
                 raise ValueError(f"{key} {missing} not in tagging.decontaminate_against: training data must be "
                                  "decontaminated against every evaluation set in use; add them there")
+        if self.serve.checkpoint:
+            self._check_served_endpoints()
         return self
+
+    def _check_served_endpoints(self) -> None:
+        """With ``serve.checkpoint`` set, every endpoint in use must be that server, by URL and model name."""
+        url = f"http://127.0.0.1:{self.serve.port}/v1"
+        using = []
+        if self.teacher.kind == "endpoint":
+            using.append(("teacher.base_url/teacher.model", self.teacher.base_url, self.teacher.model))
+        if self.verify.second_opinion == "llm":
+            using.append(("verify.judge_base_url/verify.judge_model", self.verify.judge_base_url, self.verify.judge_model))
+        for who, base, model in using:
+            if base.rstrip("/") not in (url, url.replace("127.0.0.1", "localhost")) or model != self.serve.name:
+                raise ValueError(f"serve.checkpoint is set, so the run hosts its own server at {url} as model "
+                                 f"{self.serve.name!r}, but {who} is {base} / {model!r}: set {who} to those, or "
+                                 "serve.checkpoint to null to use a server of your own")
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump()

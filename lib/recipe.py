@@ -15,6 +15,7 @@ run and names the executed notebook that holds the error. One line per stage on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -284,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         from lib import preflight  # builds what stages build: imports the training stack (~10 s), so only here
 
         failed = False
+        if p.serve.checkpoint:
+            try:
+                served = served_checkpoint(p)
+                print(f"  ✓ {'serve':<18} {served} would be served as {p.serve.name!r} at http://127.0.0.1:{p.serve.port}/v1")
+            except FileNotFoundError as e:
+                print(f"  ✗ serve: {e}", file=sys.stderr)
+                failed = True
         for s, _ in steps:
             try:
                 checked = preflight.check_stage(p, s)
@@ -306,6 +314,59 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     shutil.copy(args.params, root / "params.yaml") if Path(args.params).is_file() else None
     t_all = time.time()
+    with contextlib.ExitStack() as stack:
+        if p.serve.checkpoint and any(a == "run" for _, a in steps):
+            try:
+                stack.enter_context(start_server(p, root))
+            except (FileNotFoundError, serving_errors()) as e:
+                print(f"error: serve: {e}", file=sys.stderr)
+                lock.__exit__(None, None, None)
+                return 1
+        code = run_steps(p, steps, kernel)
+    lock.__exit__(None, None, None)
+    if code:
+        return code
+    from lib import html_export  # nbconvert: imported when a run ends, not at every start
+
+    print(f"html report: {html_export.export_run(root)}", flush=True)
+    print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
+    return 0
+
+
+def served_checkpoint(p: params_mod.Params) -> Path:
+    """``serve.checkpoint`` resolved (FileNotFoundError when it is no checkpoint folder)."""
+    from lib.paths import resolve
+
+    path = resolve(p.serve.checkpoint)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"serve.checkpoint {p.serve.checkpoint!r} -> {path} is not a checkpoint folder "
+                                "(no config.json): point it at a save_pretrained folder")
+    return path
+
+
+def serving_errors() -> type[Exception]:
+    from lib.serving import ServerError
+
+    return ServerError
+
+
+@contextlib.contextmanager
+def start_server(p: params_mod.Params, root: Path):
+    """``serve.checkpoint`` behind ``transformers serve`` on loopback for the stages that follow."""
+    from lib.serving import LocalServer
+
+    srv = LocalServer(served_checkpoint(p), work_dir=root / "server", port=p.serve.port, name=p.serve.name,
+                      startup_timeout_s=p.serve.startup_timeout_s)
+    t0 = time.time()
+    with srv:
+        print(f"serving {p.serve.checkpoint} as {srv.model!r} at {srv.base_url} (transformers serve, up in "
+              f"{time.time() - t0:.0f} s; log: {srv.log_path})", flush=True)
+        yield srv
+    print(f"server at {srv.base_url} stopped", flush=True)
+
+
+def run_steps(p: params_mod.Params, steps, kernel: str) -> int:
+    """Execute the planned stages in order; 1 at the first failure (its message printed)."""
     for s, action in steps:
         d = artifacts.stage_dir(p, s.name)
         if action == "skip" and artifacts.is_current(p, s.name):
@@ -316,14 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = execute(p, s, kernel)
         except SystemExit as e:
             print(e, file=sys.stderr, flush=True)
-            lock.__exit__(None, None, None)
             return 1
         print(f"✓ {s.name:<18} {_fmt_elapsed(elapsed):>7}{_key_metric(s, d)}", flush=True)
-    lock.__exit__(None, None, None)
-    from lib import html_export  # nbconvert: imported when a run ends, not at every start
-
-    print(f"html report: {html_export.export_run(root)}", flush=True)
-    print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -79,8 +80,11 @@ class LocalServer:
     """
 
     def __init__(self, checkpoint: str | os.PathLike, *, work_dir: str | os.PathLike, port: int | None = None,
-                 host: str = "127.0.0.1", startup_timeout_s: float = 180.0):
-        self.checkpoint, self.work_dir = Path(checkpoint), Path(work_dir)
+                 host: str = "127.0.0.1", startup_timeout_s: float = 180.0, name: str = "served_model"):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"served model name {name!r}: use letters, digits, '_', '.', '-' (it is a folder name)")
+        self.checkpoint, self.work_dir = Path(checkpoint), Path(work_dir).resolve()
+        self.name = name
         self.host, self.port = host, port or free_port(host)
         self.startup_timeout_s = float(startup_timeout_s)
         self.served: Path | None = None
@@ -93,7 +97,8 @@ class LocalServer:
 
     @property
     def model(self) -> str:
-        return str(self.served or self.checkpoint)
+        """The model name requests must send: the server is pinned to it (``name``)."""
+        return self.name
 
     def healthy(self) -> bool:
         import httpx
@@ -114,15 +119,18 @@ class LocalServer:
             raise ServerError('transformers serve needs its serving extra: pip install -e ".[serving]" '
                               "(fastapi, uvicorn, openai)")
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.served = sampling_copy(self.checkpoint, self.work_dir / "served_model")
+        self.served = sampling_copy(self.checkpoint, self.work_dir / self.name)
+        # served by its folder name from inside work_dir: the server is pinned to the name it was
+        # given and refuses requests for any other (400), so the name is the one params can state
         cmd = [sys.executable, "-c", "import sys; from transformers.cli.transformers import main; sys.exit(main())",
-               "serve", str(self.served), "--host", self.host, "--port", str(self.port)]
+               "serve", self.name, "--host", self.host, "--port", str(self.port)]
         # a local folder: never reach for the hub. An (empty) hub cache of its own: without one,
         # GET /v1/models fails with a 500 whose aborted connection the client's next request inherits
         (self.work_dir / "hf_cache").mkdir(exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(self.work_dir / "hf_cache")}
         log = self.log_path.open("w")
-        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                      cwd=self.work_dir)
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
