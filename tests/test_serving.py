@@ -83,3 +83,45 @@ def test_a_server_that_cannot_start_is_named(tmp_path):
     with pytest.raises(serving.ServerError, match="transformers serve"):
         with serving.LocalServer(tmp_path / "broken", work_dir=tmp_path / "srv", startup_timeout_s=60):
             pass
+
+
+@needs_serve
+@pytest.mark.slow
+def test_server_stopped_mid_stage_is_named_and_a_rerun_resumes(checkpoint, tmp_path):
+    """Stage 01's loop against a real server that is stopped once the first shard is written: the
+    teacher's named error stops the work, the written shard stays, and with the server back a
+    rerun completes the rest without redoing or duplicating a problem."""
+    import threading
+    import time
+
+    from lib import problems as PR
+    from lib import rollouts
+    from lib.verify import Verifier
+
+    probs = PR.generate(96, seed=5)
+    out = tmp_path / "rollouts"
+    kw = dict(max_tokens=8, max_concurrency=2, max_retries=0, timeout_s=30, temperature=1.0, progress=False)
+    srv = serving.LocalServer(checkpoint, work_dir=tmp_path / "server").start()
+    try:
+        def stop_after_first_shard():
+            deadline = time.monotonic() + 120
+            while not list(out.glob(rollouts.SHARD_GLOB)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            srv.stop()
+
+        watcher = threading.Thread(target=stop_after_first_shard)
+        watcher.start()
+        with Verifier(workers=0) as v, pytest.raises(TeacherUnavailableError):
+            rollouts.generate_rollouts(probs, EndpointTeacher(srv.base_url, srv.model, **kw), 2, out, v,
+                                       shard_size=16, progress=False)
+        watcher.join()
+        written = rollouts.summarize(out).problems
+        assert 16 <= written < 96 and written % 16 == 0  # whole shards kept, the rest not done
+    finally:
+        srv.stop()
+    with serving.LocalServer(checkpoint, work_dir=tmp_path / "server2") as srv2, Verifier(workers=0) as v:
+        summary = rollouts.generate_rollouts(probs, EndpointTeacher(srv2.base_url, srv2.model, **kw), 2, out, v,
+                                             shard_size=16, progress=False)
+    df = rollouts.load_rollouts(out).to_pandas()
+    assert summary.problems == 96 and summary.problems_resumed == written and len(df) == 192
+    assert not df.duplicated(["problem_id", "sample_index"]).any()
