@@ -34,3 +34,22 @@ def test_rows_come_from_the_runner_profile_and_each_stage_metrics(tmp_path):
 def test_without_cuda_it_refuses_by_name(capsys):
     assert gpu_check.main([]) == 2
     assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_device_overrides_fit_the_launchers_to_the_gpus_and_use_vllm_when_there():
+    rehearsal = ROOT / "params" / "rehearsal.yaml"
+    one = gpu_check.device_overrides(rehearsal, "cuda", 1, vllm=False)
+    assert "run.device=cuda" in one and "model.dtype=bfloat16" in one
+    assert {f"{s}.accelerate_config=configs/accelerate_cpu_1proc.yaml" for s in gpu_check.TRAINING} <= set(one)
+    eight = gpu_check.device_overrides(rehearsal, "cuda", 8, vllm=True)
+    assert "mid_train.accelerate_config=configs/accelerate_cpu_2proc.yaml" in eight
+    assert eight[-3:] == ["eval.use_vllm=true", "rl.use_vllm=true", "rl.accelerate_config=null"]  # last wins
+    cpu = gpu_check.device_overrides(rehearsal, "cpu", 0, vllm=True)
+    assert "model.dtype=float32" in cpu and "rl.use_vllm=true" not in cpu
+    # smoke trains in the notebook's process: no launcher is added
+    smoke = gpu_check.device_overrides(ROOT / "params" / "smoke.yaml", "cuda", 1, vllm=False)
+    assert not any("accelerate_config" in s for s in smoke)
+    from lib import params as P
+
+    for sets in (one, eight, cpu, smoke):  # every combination is a valid params set
+        P.load(rehearsal, sets)

@@ -1,12 +1,15 @@
-"""One command for whoever gets a GPU: the recipe end to end on CUDA, then the GPU benchmarks.
+"""One command for whoever gets a GPU: the real-scale path end to end on CUDA, then the GPU benchmarks.
 
     make gpu-check                      # = .venv/bin/python tools/gpu_check.py
-    .venv/bin/python tools/gpu_check.py [--params params/smoke.yaml] [--only 00 03] [--device cpu]
+    .venv/bin/python tools/gpu_check.py [--params params/rehearsal.yaml] [--only 00 03] [--device cpu]
 
-1. Every stage of ``--params`` (default: ``params/smoke.yaml``, the test-sized recipe, a few
-   minutes) with ``run.device=cuda`` and bf16 autocast (``model.dtype=bfloat16``) into a fresh
-   folder under ``outputs/gpu-check-<time>/``: CUDA training (TRL), the shared sampler or vLLM
-   where enabled, the verifier, the report.
+1. Every stage of ``--params`` (default: ``params/rehearsal.yaml``, the real-scale path at CPU
+   size: hub-schema files, a served teacher/judge/tagger, launched training; ~5 minutes on 2 CPU
+   cores) with ``run.device=cuda`` and bf16 autocast (``model.dtype=bfloat16``) into a fresh
+   folder under ``outputs/gpu-check-<time>/``: CUDA training (TRL) under ``accelerate launch``
+   with one process per GPU (two at most), vLLM for evaluation and RL sampling when it is
+   installed (RL then runs in one process: colocated vLLM is not wired across processes), the
+   verifier, the report (:func:`device_overrides`).
 2. ``benchmarks/bench_gpu.py``: training MFU and generation tokens/s (vLLM against
    ``transformers.generate`` when vLLM is installed).
 3. A table: stage, wall time, device, training backend, key metric; then the benchmark lines.
@@ -53,9 +56,35 @@ def table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+TRAINING = ("mid_train", "sft", "dpo", "rl")
+
+
+def device_overrides(params_path: str | Path, device: str, n_gpus: int, vllm: bool) -> list[str]:
+    """``section.key=value`` overrides that move ``params_path`` onto ``device``.
+
+    bf16 autocast on CUDA, float32 on CPU. A training section that launches processes gets the
+    2-process launcher config with 2+ GPUs, else the 1-process one (the same local launcher: one
+    process per GPU on CUDA, gloo processes on CPU). With vLLM on CUDA, evaluation and RL sample
+    with it and RL runs in its own process.
+    """
+    from lib import params as P
+
+    p = P.load(params_path)
+    sets = [f"run.device={device}", f"model.dtype={'bfloat16' if device == 'cuda' else 'float32'}"]
+    procs = 2 if device == "cpu" or n_gpus >= 2 else 1
+    for section in TRAINING:
+        if getattr(p, section).accelerate_config:
+            sets.append(f"{section}.accelerate_config=configs/accelerate_cpu_{procs}proc.yaml")
+    if device == "cuda" and vllm:
+        sets += ["eval.use_vllm=true", "rl.use_vllm=true", "rl.accelerate_config=null"]
+    elif p.rl.use_vllm or p.eval.use_vllm:
+        sets += ["eval.use_vllm=false", "rl.use_vllm=false"]
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--params", default="params/smoke.yaml")
+    ap.add_argument("--params", default="params/rehearsal.yaml")
     ap.add_argument("--only", nargs="*", help="run just these stages (as lib.recipe --only)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="cpu: rehearse this script without a GPU (bf16 off)")
@@ -70,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
     out_root = ROOT / "outputs"
-    sets = ["--set", f"run.name={name}", "--set", f"run.device={args.device}",
-            "--set", f"model.dtype={'bfloat16' if args.device == 'cuda' else 'float32'}"]
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT))
+    vllm = importlib.util.find_spec("vllm") is not None
+    n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+    sets = ["--set", f"run.name={name}"]
+    for s in device_overrides(ROOT / args.params, args.device, n_gpus, vllm):
+        sets += ["--set", s]
     cmd = [sys.executable, "-m", "lib.recipe", args.params, *sets] + (["--only", *args.only] if args.only else [])
     print("gpu-check:", " ".join(cmd), flush=True)
     t0 = time.time()
