@@ -60,7 +60,7 @@ lab: setup
 lab-check: setup
 	$(PY) tools/lab_check.py
 
-# On a machine with a GPU: the recipe at test size on CUDA + benchmarks/bench_gpu.py, per-stage times.
+# On a machine with a GPU: params/rehearsal.yaml on CUDA + benchmarks/bench_gpu.py, per-stage times.
 gpu-check: setup
 	$(PY) tools/gpu_check.py
 
