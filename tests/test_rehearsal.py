@@ -98,10 +98,13 @@ def test_the_committed_rehearsal_data_is_what_the_tool_writes():
 @pytest.mark.skipif(not serving.serve_available(), reason='needs pip install -e ".[serving]"')
 @pytest.mark.slow
 def test_the_rehearsal_runs_every_stage_through_real_servers_and_launchers(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lib.recipe", "params/rehearsal.yaml", "--set",
-                        f"run.output_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    port = serving.free_port()  # params' 8123 may be taken on a shared machine; the URLs follow the port
+    url = f"http://127.0.0.1:{port}/v1"
+    sets = [f"run.output_root={tmp_path}", f"serve.port={port}", f"teacher.base_url={url}", f"verify.judge_base_url={url}"]
+    r = subprocess.run([sys.executable, "-m", "lib.recipe", "params/rehearsal.yaml", *(x for s in sets for x in ("--set", s))],
+                       cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    p = P.load(PARAMS_DIR / "rehearsal.yaml", [f"run.output_root={tmp_path}"])
+    p = P.load(PARAMS_DIR / "rehearsal.yaml", sets)
     metrics = {s.name: json.loads((artifacts.stage_dir(p, s.name) / artifacts.METRICS).read_text()) for s in stages.STAGES}
     assert "serving data/rehearsal/model as 'rehearsal-teacher'" in r.stdout
 
