@@ -14,8 +14,10 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
 - ``stage``: ``lib.training.fit(..., packing=True)`` with the run's ``mid_train`` section and
   ``max_steps=--steps``, checkpoints off: the trainer the stage builds, configured as it is,
   timed as :func:`lib.training.run_trainer` times it (``trainer.train()``).
-  Its loss is TRL's ``SFTTrainer.compute_loss`` (the fused LM head, with per-step entropy and token
-  accuracy), the recipe's default (``lib.sft_trainer``).
+  Its loss is TRL's (the fused LM head) without TRL's per-step entropy and token accuracy, the
+  recipe's default (``lib.sft_trainer``: bit for bit TRL's loss and gradients).
+- ``stage_trl_metrics``: the same trainer running TRL's own ``compute_loss``, metrics included
+  (``RecipeSFTTrainer.token_metrics = True``; the default until 2026-12-03).
 - ``stage_model_loss``: the same trainer with the model's own loss (``RecipeSFTTrainer.trl_loss =
   False``): what switching the loss path is worth.
 
@@ -41,7 +43,7 @@ from lib import chat, model as modellib, packing, params as params_mod, training
 from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare", "stage", "stage_model_loss"]
+ARMS = ["bare", "stage", "stage_trl_metrics", "stage_model_loss"]
 
 
 def section_for(P, steps: int):
@@ -75,16 +77,16 @@ def bare(model, batches, lr: float, pad_id: int) -> tuple[int, float]:
     return real, time.perf_counter() - t0
 
 
-def stage(model, tok, rows, P, steps: int, trl_loss: bool) -> tuple[int, float]:
-    old = RecipeSFTTrainer.trl_loss
-    RecipeSFTTrainer.trl_loss = trl_loss
+def stage(model, tok, rows, P, steps: int, trl_loss: bool, token_metrics: bool = False) -> tuple[int, float]:
+    old = RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics
+    RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = trl_loss, token_metrics
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
                                       seed=P.run.seed, disable_tqdm=True, logging_steps=10**6)
             stats = training.fit(model, tok, rows, cfg, packing=True, resume=False)
     finally:
-        RecipeSFTTrainer.trl_loss = old
+        RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = old
     assert stats["steps"] == steps, stats["steps"]
     return stats["tokens_seen"], stats["train_seconds"]
 
@@ -122,7 +124,8 @@ def main() -> None:
             if arm == "bare":
                 real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id)
             else:
-                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss")
+                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss",
+                                  token_metrics=arm == "stage_trl_metrics")
             tps[arm].append(real / sec)
             print(f"round {r + 1} {arm}: {real:,} real tokens in {sec:.1f} s = {real / sec:,.0f} tok/s", flush=True)
         order.reverse()

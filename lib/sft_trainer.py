@@ -1,37 +1,87 @@
 """TRL's ``SFTTrainer`` as the recipe runs it, with a switch for the loss path.
 
 TRL's ``SFTTrainer.compute_loss`` runs its *fused LM head*: it scores the label tokens in chunks
-with a custom backward (on a GPU in Triton; on a CPU every position, chunk by chunk, in Python)
+with a custom backward (on a GPU in Triton; on a CPU every position, chunk by chunk, in torch)
 and, for its logs, also computes every token's entropy and top-1 accuracy at every step. The
-alternative, ``trl_loss = False``, takes the model's own causal-LM loss
+recipe keeps TRL's loss but not those two metrics (``token_metrics = False``, the default): the
+head is asked for log-probabilities only, which changes no bit of the loss or the gradients
+(``tests/test_sft_trainer.py`` trains both ways and compares the weights with ``torch.equal``).
+
+The alternative, ``trl_loss = False``, takes the model's own causal-LM loss
 (``transformers.Trainer.compute_loss``: one cross-entropy over the logits, summed over label
 tokens and divided by ``num_items_in_batch``): the same quantity and the same gradients up to
-float rounding (``tests/test_sft_trainer.py``, ``tests/test_packing.py``), without the extra work.
+float rounding (``tests/test_sft_trainer.py``, ``tests/test_packing.py``), without the fused
+head's CPU cost.
 
-Measured (``benchmarks/bench_midtrain.py``, tiny's mid-training rows, 2 threads): TRL's path
-runs at 0.82x a bare loop, the model's own loss at 1.01x; a whole ``make tiny`` with it took
-31m11s instead of 34m47s (mid-training 13m16s instead of 17m08s). But that run's table moved
-far more than its intervals (final pass@1 41.2 instead of 56.7; mid-training's greedy held-out
-0.385 instead of 0.515, already 0.375 vs 0.47 fifty steps earlier), while the first logged
-losses agree to 1e-6: rounding-level differences grow over 1,742 steps at a constant learning
-rate into a different model. One run cannot tell whether this is run-to-run variance or a
-systematic effect, so the default stays TRL's path (``trl_loss = True``), which reproduces the
-README's table, until a study over several seeds decides (``LOG.md``, 2026-12-02, night).
+Measured (``benchmarks/bench_midtrain.py``, tiny's mid-training rows, 2 threads, 60 steps x 3
+rounds, 2026-12-03), in real tokens/s against a bare loop on the same batches: TRL's path with
+its metrics 5,821 (0.75x), without them 6,484 (0.75x by median of same-round ratios; 1.11x the
+metrics path), the model's own loss 8,067 (0.98x). The model's own loss is the only one near the
+bare loop, but it is not bit for bit TRL's: an earlier whole ``make tiny`` with it moved the
+table by 12-15 points (final pass@1 41.2 instead of 56.7), and a study over three training
+seeds of mid-training alone (``LOG.md``, 2026-12-03) found a spread as large on TRL's path
+(greedy held-out 0.395-0.515) as the gap. The default stays TRL's path, which reproduces the
+README's table, until a whole-table study over seeds decides.
 """
 from __future__ import annotations
 
+import torch
+from accelerate.utils import is_peft_model
 from transformers import Trainer
 from trl import SFTTrainer
+from trl.trainer.utils import add_fused_lm_head
 
 
 class RecipeSFTTrainer(SFTTrainer):
-    """``SFTTrainer`` with a choice of loss path (see the module docstring); TRL's by default."""
+    """``SFTTrainer`` with a choice of loss path (see the module docstring); TRL's by default.
+
+    ``token_metrics`` (off by default) keeps TRL's per-step entropy and top-1 token accuracy. Off,
+    TRL's fused LM head is re-added asking for the log-probabilities only, and :meth:`compute_loss`
+    runs TRL's loss arithmetic without the metrics: the loss and the gradients are bit for bit
+    TRL's (the head's log-probabilities do not depend on which extra fields it computes;
+    ``tests/test_sft_trainer.py``), with less work per step. The recipe reads neither metric.
+    TRL's loss variants this does not cover (a ``compute_loss_func``, label smoothing, a loss type
+    other than ``nll``, MoE auxiliary losses) keep TRL's own ``compute_loss``, metrics included.
+    """
 
     trl_loss = True
+    token_metrics = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lean_fused = (not self.token_metrics and self.compute_loss_func is None
+                            and self.label_smoother is None and self.args.loss_type == "nll"
+                            and not self.aux_loss_enabled and not _sequence_parallel(self.accelerator))
+        if self._lean_fused:
+            add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model,
+                              outputs=("log_probs",))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.trl_loss:
+        if not self.trl_loss:
+            return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        if not self._lean_fused or return_outputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        return Trainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        # TRL's SFTTrainer.compute_loss, its "nll" branch, the same operations in the same order,
+        # without the entropy/accuracy metrics.
+        outputs = model(**{**inputs, "use_cache": False}, fused_lm_head=True)
+        per_token_loss = -outputs.log_probs
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = per_token_loss.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        if self.model.training:  # TRL's num_tokens log, counted as TRL counts it
+            if "attention_mask" in inputs:
+                n = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            else:
+                n = self.accelerator.gather_for_metrics(torch.tensor(inputs["position_ids"].size(1))).sum().item()
+            self._total_train_tokens += n // self._tp_size
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+        return loss
+
+
+def _sequence_parallel(accelerator) -> bool:
+    """Whether TRL's compute_loss would take its sequence-parallel branch (the model's own loss)."""
+    config = getattr(accelerator, "parallelism_config", None)
+    return bool(config is not None and getattr(config, "sp_enabled", False))
