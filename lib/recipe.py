@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lib import artifacts, params as params_mod, progress, stages
 from lib.paths import NOTEBOOKS_DIR, PARAMS_DIR, ROOT
+from lib.serving import LocalServer, ServerError  # standard library only at import
 
 ETA_PROFILES = "eta_profile.json"  # in a run folder: its finished stages' ETA profiles (lib.progress)
 
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if p.serve.checkpoint and any(a == "run" for _, a in steps):
             try:
                 stack.enter_context(start_server(p, root))
-            except (FileNotFoundError, serving_errors()) as e:
+            except (FileNotFoundError, ServerError) as e:
                 print(f"error: serve: {e}", file=sys.stderr)
                 lock.__exit__(None, None, None)
                 return 1
@@ -344,17 +345,9 @@ def served_checkpoint(p: params_mod.Params) -> Path:
     return path
 
 
-def serving_errors() -> type[Exception]:
-    from lib.serving import ServerError
-
-    return ServerError
-
-
 @contextlib.contextmanager
 def start_server(p: params_mod.Params, root: Path):
     """``serve.checkpoint`` behind ``transformers serve`` on loopback for the stages that follow."""
-    from lib.serving import LocalServer
-
     srv = LocalServer(served_checkpoint(p), work_dir=root / "server", port=p.serve.port, name=p.serve.name,
                       startup_timeout_s=p.serve.startup_timeout_s)
     t0 = time.time()
