@@ -10,7 +10,7 @@ does not depend on the weights. Generated tokens are counted (EOS may end some e
 
 ``--stage-shapes`` measures what 07_eval runs instead: a trained ``--model`` (its answers end
 where a trained model's do), held-out problems, tiny's ``eval`` section (temperature, top-p,
-``max_new_tokens``, ``batch_size``, 4 samples a problem) and its threads; the shared sampler
+``max_new_tokens``, ``batch_size``, ``n_samples`` a problem) and its threads; the shared sampler
 against a **bare batched KV-cache loop** on the same prompts in the same batches (one prefill,
 then one forward per token with the cache, temperature and top-p by hand, stop when every row
 has ended): generated tokens (through EOS) per second, rounds in alternating order.
@@ -18,6 +18,7 @@ has ended): generated tokens (through EOS) per second, rounds in alternating ord
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -76,7 +77,7 @@ def stage_shapes(args) -> None:
     model, tok = modellib.load(args.model, device=torch.device("cpu"))
     model.eval()
     E = P.eval
-    n = E.n_samples or 4
+    n = E.n_samples
     texts = [p.problem for p in problems.generate(args.prompts, seed=12345)]
     encoded = [tok(chat.prompt_text(tok, t), add_special_tokens=False)["input_ids"] for t in texts]
     # the sampler's own order (sorted by length), so both arms see the same batches
@@ -108,7 +109,6 @@ def stage_shapes(args) -> None:
             rates[arm].append(n_tok / sec)
             print(f"round {r + 1} {arm}: {n_tok:,} tokens in {sec:.1f} s = {n_tok / sec:,.0f} tok/s", flush=True)
         order.reverse()
-    import statistics
     ratio = statistics.median(a / b for a, b in zip(rates["shared_sampler"], rates["bare_kv_loop"]))
     print(f"bare_kv_loop_tokens_per_s: {statistics.median(rates['bare_kv_loop']):,.0f} tok/s (1.00x)")
     print(f"shared_sampler_tokens_per_s: {statistics.median(rates['shared_sampler']):,.0f} tok/s "

@@ -41,7 +41,8 @@ class RecipeSFTTrainer(SFTTrainer):
     TRL's (the head's log-probabilities do not depend on which extra fields it computes;
     ``tests/test_sft_trainer.py``), with less work per step. The recipe reads neither metric.
     TRL's loss variants this does not cover (a ``compute_loss_func``, label smoothing, a loss type
-    other than ``nll``, MoE auxiliary losses) keep TRL's own ``compute_loss``, metrics included.
+    other than ``nll``, MoE auxiliary losses, sequence parallelism) keep TRL's own ``compute_loss``,
+    metrics included.
     """
 
     trl_loss = True
