@@ -7,6 +7,13 @@ Protocol (the paper, Evaluation): ``n_samples`` completions per problem at T=0.6
 pass@1 is the mean of the first ``n_runs`` samples treated as independent runs (paper: 3),
 with a bootstrap interval over problems; pass@k uses all ``n_samples`` (unbiased estimator);
 cons@k is a majority vote over the first k samples, equivalent answers grouped by the checker.
+
+**Verified pass@1** also asks that the work be right: a sample counts when its answer is correct
+*and* none of the arithmetic statements it writes (``a op b = v``, ``a mod m = r``, ``gcd``; read
+by :func:`lib.problems.arithmetic_slips`) is false. On the synthetic domain, whose answers are
+small, a right answer reached through false arithmetic is often a lucky guess; the **lucky-guess
+share** is the share of correct samples with at least one false statement. A sample that writes no
+checkable statement is not held against (its verified value is its correctness).
 """
 from __future__ import annotations
 
@@ -144,7 +151,7 @@ def heldout_spec(problems_section, eval_section) -> str:
 
 def evaluate(sampler, es: EvalSet, verifier: Verifier, *, n_samples: int, seed: int) -> pd.DataFrame:
     """Sample ``n_samples`` completions per problem (any :mod:`lib.sampling` sampler) and check
-    each; one record per completion."""
+    each; one record per completion, with its arithmetic statements and how many are false."""
     completions = sampler.sample([it["problem"] for it in es.items], n=n_samples, seed=seed,
                                  multiple_choice=es.multiple_choice)
     pairs = [(it["answer"], c.text) for it, cs in zip(es.items, completions) for c in cs]
@@ -154,11 +161,13 @@ def evaluate(sampler, es: EvalSet, verifier: Verifier, *, n_samples: int, seed: 
         for j, c in enumerate(cs):
             ch = checks[k]
             k += 1
+            statements, false = problems.arithmetic_slips(c.text)
             rows.append({"id": it["id"], "sample": j, "domain": it.get("domain"), "level": it.get("level"),
                          "difficulty": it.get("difficulty"), "gold": it["answer"], "answer": ch.answer,
                          "correct": ch.equal, "checker": ch.checker, "reason": ch.reason,
                          "n_tokens": c.n_tokens, "finished": c.finished,
-                         "repetitive": metrics.is_repetitive(c.text), "text": c.text})
+                         "repetitive": metrics.is_repetitive(c.text), "statements": statements,
+                         "false_statements": false, "text": c.text})
     return pd.DataFrame(rows)
 
 
@@ -169,13 +178,40 @@ def _matrix(records: pd.DataFrame, column: str) -> list[list]:
     return [groups[i] for i in dict.fromkeys(records["id"])]
 
 
+class RecordsError(ValueError):
+    """Evaluation records lack a column the summary needs."""
+
+
+def verified(records: pd.DataFrame) -> pd.Series:
+    """Per record: correct (``True``) with no false arithmetic statement; ``None`` where the check
+    itself was undecided (as ``correct``), ``False`` otherwise."""
+    missing = {"correct", "false_statements"} - set(records.columns)
+    if missing:
+        raise RecordsError(f"evaluation records lack {sorted(missing)}: they come from lib.evaluation.evaluate, "
+                           "which writes them; rerun the evaluation (an older records file has no arithmetic check)")
+    ok = records["correct"].map(lambda c: None if c is None or pd.isna(c) else bool(c))
+    return pd.Series([None if c is None else (c and f == 0) for c, f in zip(ok, records["false_statements"])],
+                     index=records.index, dtype=object)
+
+
+def lucky_share(records: pd.DataFrame) -> float | None:
+    """Share of the correct records whose text has at least one false arithmetic statement; None
+    when no record is correct."""
+    right = records[records["correct"].eq(True)]
+    return None if right.empty else float((right["false_statements"] > 0).mean())
+
+
 def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: int = 0) -> dict:
-    """pass@1 over runs (+CI), pass@k curve, cons@k, by level, response stats; JSON-able."""
+    """pass@1 over runs (+CI), verified pass@1 and the lucky-guess share, pass@k curve, cons@k,
+    by level, response stats; JSON-able."""
+    records = records.assign(verified=verified(records))
     correct = _matrix(records, "correct")
     n = min(len(c) for c in correct)
     runs = min(n_runs, n)
     by_run = [[c[r] for c in correct] for r in range(runs)]
     pass1 = metrics.mean_pass1_over_runs(by_run, seed=seed).to_dict()
+    checked = _matrix(records, "verified")
+    verified_pass1 = metrics.mean_pass1_over_runs([[c[r] for c in checked] for r in range(runs)], seed=seed).to_dict()
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, n) if k <= n})
     pass_k = metrics.pass_at_k_curve(correct, ks)
     answers = _matrix(records, "answer")
@@ -198,6 +234,11 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
         "pass1": pass1,
         # each problem's mean correctness over the pass@1 runs: what paired stage comparisons need
         "pass1_per_problem": {i: sum(x is not None and bool(x) for x in c[:runs]) / runs for i, c in zip(ids, correct)},
+        # the same with the work checked too (a right answer through false arithmetic counts as wrong)
+        "verified_pass1": verified_pass1,
+        "verified_pass1_per_problem": {i: sum(x is not None and bool(x) for x in c[:runs]) / runs
+                                       for i, c in zip(ids, checked)},
+        "lucky_share": lucky_share(first_runs),
         "pass_at_k": {int(k): float(v) for k, v in pass_k.items()},
         "cons_at_k": {int(k): float(v) for k, v in cons.items()},
         "pass1_by_level": by_level,

@@ -44,23 +44,25 @@ def build(params, results: dict[str, dict[str, dict]], settings: dict) -> dict:
 
 def _add_paired(rows: list[dict], ablations: list[dict], seed: int) -> None:
     """Each stage row gets ``paired[set]``: its pass@1 minus the previous stage's on the same
-    problems, with a paired bootstrap interval (:func:`lib.metrics.paired_difference`); each
-    ablation row, against the full recipe's SFT row. Sets without per-problem scores are skipped."""
-    def diff(after: dict, before: dict) -> dict:
+    problems, with a paired bootstrap interval (:func:`lib.metrics.paired_difference`), and
+    ``paired_verified[set]``, the same for verified pass@1; each ablation row, its pass@1 against
+    the full recipe's SFT row. Sets without per-problem scores are skipped."""
+    def diff(after: dict, before: dict, key: str) -> dict:
         out = {}
         for name, e in after["evals"].items():
             b = before["evals"].get(name)
-            if b and e.get("pass1_per_problem") and b.get("pass1_per_problem"):
-                d = metrics.paired_difference(e["pass1_per_problem"], b["pass1_per_problem"], seed=seed)
+            if b and e.get(key) and b.get(key):
+                d = metrics.paired_difference(e[key], b[key], seed=seed)
                 out[name] = {**d.to_dict(), "vs": before["label"]}
         return out
 
     for prev, row in zip(rows, rows[1:]):
-        row["paired"] = diff(row, prev)
+        row["paired"] = diff(row, prev, "pass1_per_problem")
+        row["paired_verified"] = diff(row, prev, "verified_pass1_per_problem")
     sft = next((r for r in rows if r["stage"] == "04_sft"), None)
     for row in ablations:
         if sft is not None:
-            row["paired"] = diff(row, sft)
+            row["paired"] = diff(row, sft, "pass1_per_problem")
 
 
 def _rl_section(run: Path) -> dict | None:
@@ -79,9 +81,12 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def _pass1_cell(e: dict | None) -> str:
-    """``mean [lo, hi]`` in percent of one evaluation's pass@1, "–" when the set was not evaluated."""
-    return "–" if e is None else f"{_pct(e['pass1']['mean'])} [{_pct(e['pass1']['lo'])}, {_pct(e['pass1']['hi'])}]"
+def _pass1_cell(e: dict | None, key: str = "pass1") -> str:
+    """``mean [lo, hi]`` in percent of one evaluation's pass@1 (or ``key``, e.g. verified pass@1),
+    "–" when the set was not evaluated or has no such number."""
+    if e is None or key not in e:
+        return "–"
+    return f"{_pct(e[key]['mean'])} [{_pct(e[key]['lo'])}, {_pct(e[key]['hi'])}]"
 
 
 def _diff_cell(d: dict | None) -> str:
@@ -119,14 +124,22 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, images: b
            f"{EXTRACT_NOTE.get(report.get('extract', 'strict'), '')}).", ""]
 
     out += ["## Stage table: pass@1 (%)", ""]
+    checked = [n for n in sets if any("verified_pass1" in (r["evals"].get(n) or {}) for r in report["stages"])]
     rows = []
     for r in report["stages"]:
         cells = [r["label"]]
         for name in sets:
             e = r["evals"].get(name)
             cells.append(_pass1_cell(e))
+            if name in checked:
+                cells += [_pass1_cell(e, "verified_pass1"), _pct(e.get("lucky_share")) if e else "–"]
         rows.append(cells)
-    out += _table(["stage"] + sets, rows) + [""]
+    header = ["stage"] + [c for n in sets for c in ([n, f"{n} verified", f"{n} lucky-guess %"] if n in checked else [n])]
+    out += _table(header, rows) + [""]
+    if checked:
+        out += ["**verified**: pass@1 counting a sample only when its answer is right *and* every arithmetic "
+                "statement it writes is true; **lucky-guess %**: the share of right answers reached through at "
+                "least one false statement (the first runs' samples).", ""]
 
     paired = [r for r in report["stages"] if r.get("paired")]
     if paired:
@@ -136,6 +149,12 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, images: b
                 "is the smallest change it resolves.", ""]
         out += _table(["stage", "vs"] + sets, [[r["label"], next(iter(r["paired"].values()))["vs"]]
                                                + [_diff_cell(r["paired"].get(n)) for n in sets] for r in paired]) + [""]
+        pv = [r for r in paired if r.get("paired_verified")]
+        if pv:
+            out += ["The same for verified pass@1 (answer right and every checked statement true):", ""]
+            out += _table(["stage", "vs"] + sets, [[r["label"], next(iter(r["paired_verified"].values()))["vs"]]
+                                                   + [_diff_cell(r["paired_verified"].get(n)) for n in sets]
+                                                   for r in pv]) + [""]
     if report.get("ablations"):
         out += ["## Ablation: SFT without mid-training (the paper's LIMO/s1K negative result)", ""]
         base_rows = {r["label"]: r for r in report["stages"]}

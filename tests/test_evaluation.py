@@ -16,14 +16,16 @@ def verifier():
         yield v
 
 
-def records(rows):
-    """rows: (id, level, [answers...], [correct...], gold) -> a records frame as evaluate() makes it."""
+def records(rows, false_statements=None):
+    """rows: (id, level, [answers...], [correct...], gold) -> a records frame as evaluate() makes it.
+    ``false_statements[id]``: per sample, how many false arithmetic statements its text has (0 by default)."""
     out = []
     for pid, level, answers, correct, gold in rows:
+        slips = (false_statements or {}).get(pid, [0] * len(answers))
         for j, (a, c) in enumerate(zip(answers, correct)):
             out.append({"id": pid, "sample": j, "domain": "algebra", "level": level, "difficulty": None, "gold": gold,
                         "answer": a, "correct": c, "checker": "test", "reason": "", "n_tokens": 10 + j, "finished": j != 3,
-                        "repetitive": False, "text": ""})
+                        "repetitive": False, "statements": 2, "false_statements": slips[j], "text": ""})
     return pd.DataFrame(out)
 
 
@@ -51,6 +53,48 @@ def test_summary_numbers(verifier):
     assert s["n_problems"] == 3 and s["n_samples"] == 4
     # per problem, the mean over the 3 runs (unverifiable counts as wrong): what paired comparisons use
     assert s["pass1_per_problem"] == {"p1": pytest.approx(2 / 3), "p2": pytest.approx(1 / 3), "p3": pytest.approx(2 / 3)}
+
+
+def test_verified_pass1_and_the_lucky_guess_share(verifier):
+    df = records([
+        ("p1", 1, ["3", "3", "3", "4"], [True, True, True, False], "3"),
+        ("p2", 2, ["7", "7", "8", "7"], [True, True, False, True], "7"),
+        ("p3", 2, ["?", "4", "4", "4"], [None, True, False, True], "4"),
+    ], false_statements={"p1": [1, 0, 2, 0], "p2": [0, 0, 3, 1], "p3": [0, 1, 0, 0]})
+    s = evaluation.summarize(df, verifier, n_runs=3)
+    # first 3 samples; verified = correct and no false statement; undecided stays undecided (counts as wrong)
+    # p1: T(slip) T T(slip) -> F T F; p2: T T F -> T T F; p3: None T(slip) F -> None F F
+    assert s["pass1"]["mean"] == pytest.approx((3 / 3 + 2 / 3 + 1 / 3) / 3)
+    assert s["verified_pass1"]["mean"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert s["verified_pass1"]["per_run"] == pytest.approx((1 / 3, 2 / 3, 0.0))
+    assert s["verified_pass1"]["unverifiable"] == 1
+    assert s["verified_pass1_per_problem"] == {"p1": pytest.approx(1 / 3), "p2": pytest.approx(2 / 3), "p3": 0.0}
+    # right answers in the first 3 samples: p1 x3 (2 with slips), p2 x2 (none), p3 x1 (with a slip) -> 3 of 6
+    assert s["lucky_share"] == pytest.approx(3 / 6)
+
+
+def test_verified_rules_on_single_records():
+    df = pd.DataFrame({"correct": [True, True, False, None, False], "false_statements": [0, 2, 0, 0, 5]})
+    assert list(evaluation.verified(df)) == [True, False, False, None, False]
+    assert evaluation.lucky_share(df) == pytest.approx(1 / 2)
+    assert evaluation.lucky_share(df[df["correct"].eq(False)]) is None  # no right answer: no share
+    with pytest.raises(evaluation.RecordsError, match="false_statements"):
+        evaluation.verified(df.drop(columns="false_statements"))
+
+
+def test_evaluate_counts_the_false_statements_a_completion_writes(verifier):
+    class Fixed:  # a sampler returning fixed texts (the tiny model cannot be made to write these)
+        def sample(self, prompts, n, seed, multiple_choice=False):
+            texts = ["7 * 9 = 63\n63 mod 10 = 3\n</think>\\boxed{3}",   # right, clean
+                     "7 * 9 = 810\n81 mod 10 = 3\n</think>\\boxed{3}"]  # right answer, two false steps
+            return [[sampling.Completion(text=t, n_tokens=5, finished=True) for t in texts] for _ in prompts]
+
+    es = evaluation.EvalSet(name="mine", items=[{"id": "a", "problem": "7*9 mod 10?", "answer": "3"}], source="test")
+    df = evaluation.evaluate(Fixed(), es, verifier, n_samples=2, seed=0)
+    assert list(df["correct"]) == [True, True]
+    assert list(df["statements"]) == [2, 2] and list(df["false_statements"]) == [0, 2]
+    s = evaluation.summarize(df, verifier, n_runs=2)
+    assert s["pass1"]["mean"] == 1.0 and s["verified_pass1"]["mean"] == 0.5 and s["lucky_share"] == 0.5
 
 
 def test_load_eval_sets(tmp_path):
@@ -124,6 +168,37 @@ def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
     full = report.render_markdown(rep, {"pass_at_k": "07_eval/pass_at_k.png"})
     assert "![pass_at_k](07_eval/pass_at_k.png)" in full
     assert [line for line in full.splitlines() if not line.startswith("![")] == shown.splitlines()
+
+
+def test_report_has_verified_columns_and_paired_verified_differences(smoke_params):
+    def summary(per_problem, verified_per_problem, lucky):
+        mean = sum(per_problem.values()) / len(per_problem)
+        vmean = sum(verified_per_problem.values()) / len(verified_per_problem)
+        return {"pass1": {"mean": mean, "lo": mean - 0.1, "hi": mean + 0.1}, "pass1_per_problem": per_problem,
+                "verified_pass1": {"mean": vmean, "lo": vmean - 0.1, "hi": vmean + 0.1},
+                "verified_pass1_per_problem": verified_per_problem, "lucky_share": lucky,
+                "pass_at_k": {1: mean}, "cons_at_k": {1: mean}, "pass1_by_level": {},
+                "length": {"mean": 50.0, "p90": 80.0}, "truncated_share": 0.0, "repetitive_share": 0.0,
+                "unverifiable": 0}
+
+    ids = [f"p{i}" for i in range(8)]
+    before = summary(dict.fromkeys(ids, 0.5), dict.fromkeys(ids, 0.25), 0.5)
+    # pass@1 unchanged, but the work is now right wherever the answer is: verified +0.25 on every problem
+    after = summary(dict.fromkeys(ids, 0.5), dict.fromkeys(ids, 0.5), 0.0)
+    rep = report.build(smoke_params, {"03_mid_train": {"synthetic": before}, "04_sft": {"synthetic": after}},
+                       {"n_samples": 2, "n_runs": 1})
+    md = report.render_markdown(rep)
+    assert "| stage | synthetic | synthetic verified | synthetic lucky-guess % |" in md
+    assert "| + mid-training | 50.0 [40.0, 60.0] | 25.0 [15.0, 35.0] | 50.0 |" in md
+    assert "| + SFT | 50.0 [40.0, 60.0] | 50.0 [40.0, 60.0] | 0.0 |" in md
+    assert rep["stages"][1]["paired"]["synthetic"]["mean"] == 0.0
+    pv = rep["stages"][1]["paired_verified"]["synthetic"]
+    assert pv["mean"] == pytest.approx(0.25) and pv["lo"] == pytest.approx(0.25) and pv["better"] == 8
+    assert "| + SFT | + mid-training | +25.0 [+25.0, +25.0] (8↑ 0↓) |" in md
+    # summaries without the check (an older report.json) keep the one-column table
+    plain = {k: v for k, v in before.items() if not k.startswith(("verified", "lucky"))}
+    md_plain = report.render_markdown(report.build(smoke_params, {"03_mid_train": {"synthetic": plain}}, {}))
+    assert "| stage | synthetic |" in md_plain and "verified" not in md_plain
 
 
 def test_clip_text_says_what_it_left_out():
