@@ -326,9 +326,26 @@ class RL(Train):
     eval_every: int = Field(10, ge=1, description="Track held-out pass@1 and cons@k every this many steps.")
     eval_samples: int = Field(16, ge=1, description="Samples per tracked problem: cons@k with k equal to this (paper: 16).")
     use_vllm: bool = Field(False, description="Generate rollouts with vLLM (colocated) when installed and a GPU is present.")
+    prompt_source: Literal["pool", "stream"] = Field('pool',
+        description="'pool': the tagged RL pool (02_tag_data), probed and filtered by the tricks; 'stream' "
+        "(synthetic problems only): fresh generator problems, each used once, from the domain x level cells "
+        "whose dev pass rate is within [stream_low, stream_high] (lib.curriculum).")
+    reward: Literal["answer", "verified"] = Field('answer',
+        description="'answer': +1 when the final answer verifies (the paper); 'verified': also every arithmetic "
+        "statement of the completion must be true (lib.problems.arithmetic_slips), else -1.")
+    dev_problems: int = Field(400, ge=20, description="prompt_source 'stream': dev problems (generator, training "
+                              "split, a seed of their own; never the test split) sampled to find the cells.")
+    dev_samples: int = Field(4, ge=1, description="prompt_source 'stream': samples per dev problem, at eval_temperature and eval_top_p.")
+    stream_low: float = Field(0.2, ge=0, le=1, description="prompt_source 'stream': lowest dev pass rate of a cell drawn from.")
+    stream_high: float = Field(0.8, ge=0, le=1, description="prompt_source 'stream': highest dev pass rate of a cell drawn from.")
 
     @model_validator(mode="after")
     def _check(self):
+        if self.stream_low > self.stream_high:
+            raise ValueError(f"stream_low={self.stream_low} is above stream_high={self.stream_high}")
+        if self.prompt_source == "stream" and self.max_steps <= 0:
+            raise ValueError("prompt_source 'stream' draws max_steps x prompts-per-step fresh problems: set "
+                             "max_steps > 0")
         if self.batch_size % self.num_generations:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of num_generations="
                              f"{self.num_generations} (it counts completions, whole groups per micro-batch)")
@@ -441,6 +458,9 @@ class Params(BaseModel):
                                  "decontaminated against every evaluation set in use; add them there")
         if self.serve.checkpoint:
             self._check_served_endpoints()
+        if self.rl.prompt_source == "stream" and self.problems.source != "synthetic":
+            raise ValueError(f"rl.prompt_source 'stream' draws fresh problems from the synthetic generator, but "
+                             f"problems.source is {self.problems.source!r}: use rl.prompt_source 'pool'")
         return self
 
     def _check_served_endpoints(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib
+import matplotlib.patches
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -195,11 +196,31 @@ def prompt_selection(probed: pd.DataFrame, selected: pd.DataFrame) -> matplotlib
     return fig
 
 
+def cell_pass_rates(rates: pd.DataFrame, low: float, high: float) -> matplotlib.figure.Figure:
+    """The starting model's dev pass rate per domain x level (``lib.curriculum.cell_pass_rates``);
+    the cells inside ``[low, high]``, which the RL stream draws from, are outlined."""
+    table = rates.pivot(index="domain", columns="level", values="pass_rate")
+    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.5 * table.shape[0] + 1.5))
+    sns.heatmap(100 * table, annot=True, fmt=".0f", vmin=0, vmax=100, cmap="viridis", ax=ax,
+                cbar_kws={"label": "dev pass@1 (%)"})
+    for i, d in enumerate(table.index):
+        for j, lv in enumerate(table.columns):
+            v = table.loc[d, lv]
+            if pd.notna(v) and low <= v <= high:
+                ax.add_patch(matplotlib.patches.Rectangle((j, i), 1, 1, fill=False, edgecolor="white", lw=2.5))
+    ax.set(xlabel="level", ylabel="", title=f"RL draws fresh problems from the outlined cells (dev pass rate "
+           f"{100 * low:.0f}-{100 * high:.0f}%)")
+    fig.tight_layout()
+    return fig
+
+
 def rl_steps(curves: dict[str, pd.DataFrame]) -> matplotlib.figure.Figure:
-    """Per-step reward, response length, sampling temperature and filtered-group share, per variant."""
+    """Per-step reward, response length, sampling temperature, filtered-group share and the share of
+    right answers whose arithmetic is all true (the rest are lucky guesses), per variant."""
     df = pd.concat([c.assign(variant=name) for name, c in curves.items()], ignore_index=True)
     cols = [("reward", "mean reward"), ("length", "mean completion tokens"), ("temperature", "sampling temperature"),
-            ("all_equal_share", "share of all-equal groups")]
+            ("all_equal_share", "share of all-equal groups"),
+            ("verified_share", "right answers with all arithmetic true")]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3))
     for ax, (col, title) in zip(axes, cols):
         if col in df and df[col].notna().any():

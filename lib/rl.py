@@ -37,7 +37,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from lib import chat, evaluation, progress, sampling
+from lib import chat, evaluation, problems, progress, sampling
 from lib.training import last_checkpoint, train_guarded, trainer_kwargs
 
 
@@ -49,6 +49,10 @@ class NoPromptsError(ValueError):
 class VerifiableReward:
     """+1 when the final answer verifies against the reference, -1 otherwise (TRL reward function).
 
+    Every call also counts the **lucky** right answers, those written with a false arithmetic
+    statement (:func:`lib.problems.arithmetic_slips`), in :attr:`counts` and per call in
+    :attr:`calls`; ``check_work=True`` (``rl.reward: verified``) scores them as wrong.
+
     Answers the checker cannot decide (no ``\\boxed{}``, unparsable, timed out) get
     ``unverifiable`` (a params choice, default -1) and are counted in :attr:`counts`.
     TRL calls it with the dataset's other columns as keyword lists; the reference answer is
@@ -57,10 +61,13 @@ class VerifiableReward:
 
     __name__ = "verifiable"  # TRL logs rewards under the function's name
 
-    def __init__(self, verifier, correct: float = 1.0, wrong: float = -1.0, unverifiable: float = -1.0):
+    def __init__(self, verifier, correct: float = 1.0, wrong: float = -1.0, unverifiable: float = -1.0,
+                 check_work: bool = False):
         self.verifier = verifier
         self.values = {True: correct, False: wrong, None: unverifiable}
+        self.check_work = check_work
         self.counts: Counter = Counter()
+        self.calls: list[dict] = []  # per call (one per generation batch): rollouts, correct, lucky
 
     @staticmethod
     def text_of(completion) -> str:
@@ -75,6 +82,12 @@ class VerifiableReward:
         checks = self.verifier.check_many([(a, self.text_of(c)) for a, c in zip(answer, completions)])
         verdicts = [ch.equal for ch in checks]
         self.counts.update({True: "correct", False: "wrong", None: "unverifiable"}[v] for v in verdicts)
+        lucky = [v is True and problems.arithmetic_slips(self.text_of(c))[1] > 0 for v, c in zip(verdicts, completions)]
+        if any(lucky):
+            self.counts["lucky"] += sum(lucky)
+        self.calls.append({"rollouts": len(verdicts), "correct": sum(v is True for v in verdicts), "lucky": sum(lucky)})
+        if self.check_work:
+            verdicts = [False if bad else v for v, bad in zip(verdicts, lucky)]
         return [self.values[v] for v in verdicts]
 
 
@@ -515,7 +528,8 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
             return annealed_temperature(step, total, s.temperature_start, s.temperature_end, s.anneal_fraction)
     cfg = grpo_config(section, out_dir, device=device, dtype=dtype, seed=seed, temperature=start_t,
                       use_vllm=use_vllm)
-    reward = VerifiableReward(verifier, unverifiable=section.unverifiable_reward)
+    reward = VerifiableReward(verifier, unverifiable=section.unverifiable_reward,
+                              check_work=section.reward == "verified")
     name = str(model.config._name_or_path or "")
     if section.beta > 0 and not (name and Path(name).is_dir()):
         # TRL builds the KL reference from the policy's path: give an in-memory model one
@@ -535,7 +549,8 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
     logs = [r for r in trainer.state.log_history if "loss" in r or "reward" in r]
     summary = {
         "steps": trainer.state.global_step, "train_seconds": seconds, "resumed_from": ckpt,
-        "train_loss": result.training_loss, "reward_counts": dict(reward.counts),
+        "train_loss": result.training_loss, "reward_counts": dict(reward.counts), "reward_calls": reward.calls,
+        "distinct_prompts": int(prompts["problem"].nunique()),
         "timings": dict(trainer.timings), "log": logs, "groups": trainer.group_log,
         "temperatures": trainer.temperature_log,
     }
@@ -543,18 +558,22 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
 
 
 def step_curve(summary: dict) -> pd.DataFrame:
-    """Per-step reward, length, temperature and filtered-group share from a :func:`run_grpo` summary."""
+    """Per-step reward, length, temperature, filtered-group share and the share of right answers
+    with all their arithmetic true (``verified_share``) from a :func:`run_grpo` summary."""
     rows = []
     temps = {s: t for s, t, _ in summary["temperatures"]}
     groups = {g["step"]: g for g in summary["groups"]}
+    calls = summary.get("reward_calls") or []
     for r in summary["log"]:
         step = int(r.get("step", 0))
         g = groups.get(step - 1, {})
+        c = calls[step - 1] if 0 < step <= len(calls) else {}
         rows.append({"step": step, "reward": r.get("reward"), "reward_std": r.get("reward_std"),
                      "length": r.get("completions/mean_length"), "loss": r.get("loss"),
                      "temperature": temps.get(step - 1), "all_equal_share":
                      g.get("all_equal_groups", 0) / g["groups"] if g.get("groups") else None,
-                     "filtered_share": g.get("filtered_groups", 0) / g["groups"] if g.get("groups") else None})
+                     "filtered_share": g.get("filtered_groups", 0) / g["groups"] if g.get("groups") else None,
+                     "verified_share": (c["correct"] - c["lucky"]) / c["correct"] if c.get("correct") else None})
     return pd.DataFrame(rows)
 
 

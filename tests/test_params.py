@@ -64,6 +64,11 @@ def test_unknown_section(child):
     ("problems:\n  domains: [calculus]\n", "unknown domain(s) ['calculus']"),
     ("model:\n  num_heads: 3\n", "num_heads=3 must divide hidden_size=128"),
     ("problems:\n  source: hub\n", "source 'hub' needs 'dataset'"),
+    ("rl:\n  stream_low: 0.9\n  stream_high: 0.1\n", "stream_low=0.9 is above stream_high=0.1"),
+    ("rl:\n  max_steps: -1\n", "prompt_source 'stream' draws max_steps x prompts-per-step fresh problems"),
+    ("problems:\n  source: hub\n  dataset: someone/math\n",
+     "rl.prompt_source 'stream' draws fresh problems from the synthetic generator, but problems.source is 'hub'"),
+    ("rl:\n  reward: work\n", "'rl.reward' = 'work' is not allowed"),
 ])
 def test_wrong_values_are_named(child, body, needle):
     with pytest.raises(P.ParamsError) as e:

@@ -505,11 +505,36 @@ def test_step_curve_joins_logs_with_the_previous_steps_groups_and_temperature():
     }
     df = rl.step_curve(summary)
     assert list(df.columns) == ["step", "reward", "reward_std", "length", "loss", "temperature", "all_equal_share",
-                                "filtered_share"]
+                                "filtered_share", "verified_share"]
     want = {"step": [1, 2, 3, 0], "reward": [-0.5, 0.0, 0.5, 1.0], "reward_std": [0.25, None, None, None],
             "length": [12.0, None, None, None], "loss": [0.125, 0.0625, None, None],
             "temperature": [1.0, 0.8, None, None], "all_equal_share": [0.25, 0.4, None, None],
-            "filtered_share": [0.5, 0.0, None, None]}
+            "filtered_share": [0.5, 0.0, None, None], "verified_share": [None] * 4}  # no reward_calls: unknown
     for col, values in want.items():
         got = df[col].tolist()
         assert [None if pd.isna(g) else g for g in got] == pytest.approx(values), col
+
+
+def test_step_curve_gives_the_share_of_right_answers_with_true_arithmetic_per_step():
+    summary = {"temperatures": [], "groups": [],
+               "log": [{"step": 1, "reward": 0.0}, {"step": 2, "reward": 0.5}, {"step": 3, "reward": -1.0}],
+               "reward_calls": [{"rollouts": 8, "correct": 4, "lucky": 1}, {"rollouts": 8, "correct": 5, "lucky": 0},
+                                {"rollouts": 8, "correct": 0, "lucky": 0}]}
+    got = rl.step_curve(summary)["verified_share"].tolist()
+    assert got[:2] == [0.75, 1.0] and pd.isna(got[2])  # no right answer at step 3: no share
+
+
+LUCKY = "<think>\n7 * 9 = 810\n81 mod 10 = 3\n</think>\n\\boxed{3}"  # right answer, two false steps
+CLEAN = "<think>\n7 * 9 = 63\n63 mod 10 = 3\n</think>\n\\boxed{3}"
+WRONG = "<think>\n7 * 9 = 63\n63 mod 10 = 4\n</think>\n\\boxed{4}"
+
+
+@pytest.mark.parametrize("check_work,want", [(False, [1.0, 1.0, -1.0]), (True, [1.0, -1.0, -1.0])])
+def test_reward_counts_lucky_answers_and_can_score_them_wrong(check_work, want):
+    with Verifier(workers=0) as v:
+        reward = rl.VerifiableReward(v, check_work=check_work)
+        got = reward(prompts=[""] * 3, completions=[CLEAN, LUCKY, WRONG], answer=["3"] * 3)
+        reward(prompts=[""], completions=[[{"role": "assistant", "content": LUCKY}]], answer=["3"])
+    assert got == want
+    assert reward.counts == {"correct": 3, "wrong": 1, "lucky": 2}  # verdicts of the checker; lucky among them
+    assert reward.calls == [{"rollouts": 3, "correct": 2, "lucky": 1}, {"rollouts": 1, "correct": 1, "lucky": 1}]

@@ -1,0 +1,153 @@
+"""RL on a fresh stream of problems, measured on a dev split: does GRPO lift the tiny model then?
+
+Issue 21's third lever. The stage's RL prompts come from the tagged pool, problems the model
+already saw (with the teacher's solution) in mid-training. Here every RL prompt is a new problem
+from the generator, used once, drawn from the domain x level cells where the starting model's
+pass rate on a **dev split** is between ``--low`` and ``--high`` (the edge of its competence);
+all-equal groups are left out of the update (trick 2, as in the stage). The dev split is
+generator problems of the training split with a seed of their own, none of them in the run's
+training data and none in the stream; the test split is never read.
+
+Before and after: pass@1 and verified pass@1 (``lib.evaluation``: the answer right and every
+arithmetic statement true) on the dev problems, the same sampling seeds both times, compared
+per problem with a paired bootstrap interval.
+
+    .venv/bin/python -m experiments.rl_stream --run outputs/tiny --name v1 --reward verified \\
+        --set rl.lr=1e-4 --steps 20
+
+``--pool`` trains on the stage's own prompt selection instead (the tagged pool, probed and
+filtered as 06_rl does), for the same budget, as the comparison arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lib import evaluation, metrics, params, problems, rl, sampling
+from lib import model as modellib
+
+
+class VerifiedReward(rl.VerifiableReward):
+    """The recipe's +1/-1 reward, except that a right answer written with a false arithmetic
+    statement scores as wrong (counted as ``lucky``)."""
+
+    def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
+        out = []
+        for r, c in zip(super().__call__(prompts, completions, answer, **kwargs), completions):
+            if r > 0 and problems.arithmetic_slips(self.text_of(c))[1]:
+                self.counts["lucky"] += 1
+                r = self.values[False]
+            out.append(r)
+        return out
+
+
+def dev_items(n: int, seed: int, exclude: set[str], P) -> list[dict]:
+    items = [p for p in problems.generate(2 * n, seed=seed, split="train", domains=P.problems.domains,
+                                          levels=P.problems.levels) if p.problem not in exclude][:n]
+    return [{"id": p.id, "problem": p.problem, "answer": p.answer, "domain": p.domain, "level": p.level}
+            for p in items]
+
+
+def stream(cells: list[tuple[str, int]], n: int, seed: int, exclude: set[str]) -> pd.DataFrame:
+    """``n`` distinct fresh problems spread evenly over ``cells``, none in ``exclude``."""
+    per = -(-n // len(cells))
+    rows = []
+    for i, (d, lv) in enumerate(cells):
+        got = [p for p in problems.generate(3 * per, seed=seed + 101 * i, split="train", domains=[d], levels=[lv])
+               if p.problem not in exclude][:per]
+        rows += [{"problem": p.problem, "answer": p.answer, "domain": d, "level": lv} for p in got]
+    random.Random(seed).shuffle(rows)
+    return pd.DataFrame(rows[:n])
+
+
+def dev_eval(model, tok, items, verifier, n_samples: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    sampler = sampling.HFSampler(model, tok, temperature=0.6, top_p=0.95, max_new_tokens=256, batch_size=64)
+    es = evaluation.EvalSet(name="dev", items=items, source="generator, train split, dev seed")
+    records = evaluation.evaluate(sampler, es, verifier, n_samples=n_samples, seed=seed)
+    return records, evaluation.summarize(records, verifier, n_runs=n_samples, seed=seed)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="a run folder with 02_tag_data and 05_rollout_dpo")
+    ap.add_argument("--name", default="variant")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/rl_stream"))
+    ap.add_argument("--reward", choices=["answer", "verified"], default="answer")
+    ap.add_argument("--pool", action="store_true", help="the stage's probed, filtered pool instead of a fresh stream")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--low", type=float, default=0.2)
+    ap.add_argument("--high", type=float, default=0.8)
+    ap.add_argument("--dev", type=int, default=400, help="dev problems")
+    ap.add_argument("--dev-samples", type=int, default=4)
+    ap.add_argument("--set", action="append", default=[], metavar="rl.KEY=VALUE")
+    a = ap.parse_args(argv)
+    P = params.load("params/tiny.yaml", a.set)
+    R, seed = P.rl, P.run.seed
+    torch.manual_seed(seed)
+    out = a.out / a.name
+    out.mkdir(parents=True, exist_ok=True)
+    start_dir = a.run / "05_rollout_dpo" / "model"
+    seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
+    dev = dev_items(a.dev, seed + 7919, seen, P)
+    t0 = time.perf_counter()
+    with evaluation.make_verifier(P.verify) as verifier:
+        model, tok = modellib.load(start_dir, device=torch.device("cpu"))
+        cache = a.out / f"dev_before_{a.dev}_{a.dev_samples}.parquet"
+        if cache.exists():
+            before_records = pd.read_parquet(cache)
+            before = evaluation.summarize(before_records, verifier, n_runs=a.dev_samples, seed=seed)
+        else:
+            before_records, before = dev_eval(model, tok, dev, verifier, a.dev_samples, seed)
+            before_records.to_parquet(cache)
+        cell_rate = before_records.groupby(["domain", "level"])["correct"].apply(lambda s: s.eq(True).mean())
+        cells = [c for c, r in cell_rate.items() if a.low <= r <= a.high]
+        n_prompts = a.steps * R.batch_size // R.num_generations
+        if a.pool:
+            from experiments.rl_variants import probed_pool, select
+            probed = probed_pool(a.run, P.subsets.rl_n_problems, P, model, tok, verifier,
+                                 a.out / f"probe_{P.subsets.rl_n_problems}.parquet")
+            prompts, selection = select(probed, R, seed)
+        else:
+            prompts = stream(cells, n_prompts, seed + 31337, seen | {d["problem"] for d in dev})
+            selection = {"cells": [f"{d} L{lv}" for d, lv in cells], "distinct_prompts": int(prompts.problem.nunique())}
+        original = rl.VerifiableReward
+        if a.reward == "verified":
+            rl.VerifiableReward = VerifiedReward  # run_grpo builds its reward from this name
+        try:
+            t1 = time.perf_counter()
+            trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps}),
+                                           out / "training", verifier=verifier, device=torch.device("cpu"),
+                                           dtype=torch.float32, seed=seed, tricks=True, resume=False)
+            train_s = time.perf_counter() - t1
+        finally:
+            rl.VerifiableReward = original
+        _, after = dev_eval(trainer.model, tok, dev, verifier, a.dev_samples, seed)
+    d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
+    dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
+    curve = rl.step_curve(summary)
+    groups = summary["groups"]
+    result = {"name": a.name, "set": a.set, "reward": a.reward, "source": "pool" if a.pool else "stream",
+              "steps": a.steps, "selection": selection, "train_s": round(train_s, 1),
+              "total_s": round(time.perf_counter() - t0, 1),
+              "cell_pass_rate": {f"{dd} L{lv}": round(float(r), 3) for (dd, lv), r in cell_rate.items()},
+              "dev_before": {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"],
+                             "lucky": before["lucky_share"]},
+              "dev_after": {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"],
+                            "lucky": after["lucky_share"]},
+              "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict(),
+              "filtered_group_share": sum(g["filtered_groups"] for g in groups) / max(sum(g["groups"] for g in groups), 1),
+              "reward_counts": summary["reward_counts"], "reward_by_step": curve["reward"].round(3).tolist()}
+    (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("cell_pass_rate",)}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
