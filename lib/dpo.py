@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from lib import chat, metrics, subsets
+from lib import chat, metrics, problems, subsets
 from lib.training import run_trainer, trainer_kwargs
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "problem_id", "difficulty")
@@ -76,6 +76,18 @@ def build_pairs(sources: dict[str, pd.DataFrame], pairs_per_problem: int, length
     return pd.concat(parts, ignore_index=True), stats
 
 
+def drop_lucky_chosen(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The pairs whose chosen answer writes no false arithmetic statement
+    (:func:`lib.problems.arithmetic_slips`), and how many were dropped: on a domain with small
+    answers a "correct" rollout is often a lucky guess through broken work, which DPO would
+    otherwise teach as the preferred answer. Raises :class:`NoPairsError` when none is left."""
+    clean = pairs[[problems.arithmetic_slips(t)[1] == 0 for t in pairs["chosen"]]].reset_index(drop=True)
+    if clean.empty:
+        raise NoPairsError(f"every one of the {len(pairs)} pairs has a chosen answer with false arithmetic: set "
+                           "dpo.verified_chosen to false, or sample more rollouts per problem")
+    return clean, len(pairs) - len(clean)
+
+
 def balance(pairs: pd.DataFrame, column: str, seed: int) -> pd.DataFrame:
     """Down-sample so every value of ``column`` has as many pairs as the rarest one (seeded)."""
     counts = pairs[column].value_counts()
@@ -104,8 +116,11 @@ def to_dataset(pairs: pd.DataFrame) -> Dataset:
 
 
 def dpo_config(section, out_dir, *, device: torch.device, dtype: torch.dtype, seed: int) -> DPOConfig:
-    """DPOConfig from params ``dpo``, with the device choices every recipe trainer shares."""
+    """DPOConfig from params ``dpo``, with the device choices every recipe trainer shares;
+    ``nll_weight > 0`` adds the chosen answer's NLL to the DPO loss with that weight."""
     kwargs = trainer_kwargs(section, out_dir, device=device, dtype=dtype, seed=seed)
+    if section.nll_weight > 0:  # DPO + NLL on the chosen answer (iterative RPO): TRL's "sft" loss, weighted
+        kwargs.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, section.nll_weight])
     return DPOConfig(**kwargs, beta=section.beta, per_device_eval_batch_size=section.batch_size, eval_strategy="no")
 
 

@@ -283,6 +283,10 @@ class DPO(Train):
         ge=1, description="Sample only this many problems of the DPO source (a seeded draw) for on-policy pairs; "
         "null samples every problem.")
     heldout_share: float = Field(0.1, ge=0, lt=1, description="Share of problems whose pairs are held out to measure preference accuracy.")
+    verified_chosen: bool = Field(False, description="Drop the pairs whose chosen answer writes a false arithmetic "
+                                  "statement (a right answer by a lucky guess; lib.problems.arithmetic_slips).")
+    nll_weight: float = Field(0.0, ge=0, description="Above 0: add the chosen answer's NLL to the DPO loss with this "
+                              "weight (iterative RPO; TRL loss_type [sigmoid, sft]).")
 
 
 RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")

@@ -108,7 +108,8 @@ def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path
     model = build_scratch(smoke_params.model, digit_tokenizer)
     ref = build_scratch(smoke_params.model, digit_tokenizer)
     ref.load_state_dict(model.state_dict())
-    section = smoke_params.dpo.model_copy(update={"max_steps": 12, "lr": 3e-3, "batch_size": 8, "warmup_ratio": 0.0})
+    section = smoke_params.dpo.model_copy(update={"max_steps": 12, "lr": 3e-3, "batch_size": 8, "warmup_ratio": 0.0,
+                                                  "nll_weight": 0.0})  # DPO alone
     cfg = dpo.dpo_config(section, tmp_path, device=torch.device("cpu"), dtype=torch.float32, seed=0)
     stats = dpo.fit_dpo(model, ref, digit_tokenizer, train, held, cfg)
     assert stats["heldout_pref_accuracy_before"] == 0.0  # policy == reference: all rewards 0
@@ -118,3 +119,45 @@ def test_tiny_dpo_run_learns_preferences(smoke_params, digit_tokenizer, tmp_path
     assert curve[["margin", "reward_chosen", "reward_rejected", "logps_chosen", "logps_rejected"]].notna().all().all()
     assert (curve.margin - (curve.reward_chosen - curve.reward_rejected)).abs().max() < 1e-4
     assert (curve.logps_chosen < 0).all() and (curve.logps_rejected < 0).all()
+
+
+def test_pairs_whose_chosen_answer_has_false_arithmetic_are_dropped():
+    pairs = pd.DataFrame({"prompt": ["a", "b", "c"], "problem_id": ["a", "b", "c"],
+                          "chosen": ["<think>\n7 * 9 = 63\n63 mod 10 = 3\n</think>\n\\boxed{3}",
+                                     "<think>\n7 * 9 = 810\n81 mod 10 = 3\n</think>\n\\boxed{3}",  # lucky
+                                     "<think>\nno arithmetic written\n</think>\n\\boxed{3}"],
+                          "rejected": ["\\boxed{4}"] * 3})
+    kept, dropped = dpo.drop_lucky_chosen(pairs)
+    assert dropped == 1 and list(kept["problem_id"]) == ["a", "c"]
+    with pytest.raises(dpo.NoPairsError, match="every one of the 1 pairs has a chosen answer with false arithmetic"):
+        dpo.drop_lucky_chosen(pairs.iloc[[1]])
+
+
+def test_nll_weight_adds_the_chosen_answers_nll_to_the_dpo_loss(smoke_params, digit_tokenizer, tmp_path):
+    """At the first step the policy equals the reference, so the DPO loss is log 2; with the NLL term
+    the loss also holds the chosen answer's mean token NLL, about log(vocabulary) for a fresh model."""
+    import math
+
+    p = problems.generate(8, seed=1, levels=[2])
+    rows = [r for q in p for r in (
+        {"problem_id": q.id, "problem": q.problem, "text": problems.cot_solution(q), "correct": True, "length": 1,
+         "tag_difficulty": q.difficulty},
+        {"problem_id": q.id, "problem": q.problem, "text": "\\boxed{0}", "correct": False, "length": 1,
+         "tag_difficulty": q.difficulty})]
+    pairs, _ = dpo.build_pairs({"teacher": pd.DataFrame(rows)}, 1, False, seed=0)
+    first_loss = {}
+    for w in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_scratch(smoke_params.model, digit_tokenizer)
+        ref = build_scratch(smoke_params.model, digit_tokenizer)
+        ref.load_state_dict(model.state_dict())
+        section = smoke_params.dpo.model_copy(update={"max_steps": 1, "lr": 1e-9, "batch_size": 8, "warmup_ratio": 0.0,
+                                                      "nll_weight": w})
+        cfg = dpo.dpo_config(section, tmp_path / str(w), device=torch.device("cpu"), dtype=torch.float32, seed=0)
+        assert (cfg.loss_type, cfg.loss_weights) == ((["sigmoid", "sft"], [1.0, 1.0]) if w else (["sigmoid"], None))
+        stats = dpo.fit_dpo(model, ref, digit_tokenizer, pairs, pairs.iloc[:0], cfg)
+        first_loss[w] = stats["curve"][0]["loss"]
+    assert first_loss[0.0] == pytest.approx(math.log(2), abs=1e-3)
+    nll = first_loss[1.0] - math.log(2)
+    vocab = len(digit_tokenizer)
+    assert 0.5 * math.log(vocab) < nll < 2 * math.log(vocab), (nll, vocab)
