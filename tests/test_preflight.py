@@ -45,17 +45,18 @@ def test_real_scale_judge_and_teacher_are_built_from_their_own_keys():
     (["sft.accelerate_config=configs/nope.yaml"], "04", "sft.accelerate_config not found"),
     (["mid_train.accelerate_config=configs/accelerate_cpu_2proc.yaml", "mid_train.batch_size=3",
       "mid_train.global_batch_size=16"], "03", "global_batch_size=16 is not a multiple of batch_size=3 x 2 process"),
-    (["problems.source=jsonl", "problems.dataset=nowhere.jsonl"], "01", "problems.dataset not found"),
-    (["problems.source=jsonl", "problems.dataset=README.md", "problems.field_map={question: q}"], "01",
+    (["problems.source=jsonl", "rl.prompt_source=pool", "problems.dataset=nowhere.jsonl"], "01", "problems.dataset not found"),
+    (["problems.source=jsonl", "rl.prompt_source=pool", "problems.dataset=README.md", "problems.field_map={question: q}"], "01",
      "problems.field_map maps unknown field(s) ['question']"),
-    (["problems.source=hub", "problems.dataset=a/b", "eval.benchmarks=[gpqa_diamond]",
+    (["problems.source=hub", "rl.prompt_source=pool", "problems.dataset=a/b", "eval.benchmarks=[gpqa_diamond]",
       "tagging.decontaminate_against=[gpqa_diamond, synthetic]"], "04", "04_sft: problems.source is 'hub' (real data)"),
-    (["problems.source=hub", "problems.sources=[{dataset: a/b}, {dataset: nowhere.parquet}]"], "01",
+    (["problems.source=hub", "rl.prompt_source=pool", "problems.sources=[{dataset: a/b}, {dataset: nowhere.parquet}]"], "01",
      "problems.sources[1].dataset not found"),
-    (["problems.source=hub", "problems.sources=[{dataset: a/b, field_map: {solution: s}}]"], "01",
+    (["problems.source=hub", "rl.prompt_source=pool", "problems.sources=[{dataset: a/b, field_map: {solution: s}}]"], "01",
      "problems.sources[0].field_map maps unknown field(s) ['solution']"),
 ])
 def test_a_fault_is_named_before_anything_runs(overrides, stage, message):
+    # (real data on tiny's params: RL's fresh stream needs the generator, so those cases set rl.prompt_source=pool)
     p = P.load(PARAMS_DIR / "tiny.yaml", overrides)
     with pytest.raises(preflight.PreflightError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
