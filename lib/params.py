@@ -286,7 +286,8 @@ class DPO(Train):
     verified_chosen: bool = Field(False, description="Drop the pairs whose chosen answer writes a false arithmetic "
                                   "statement (a right answer by a lucky guess; lib.problems.arithmetic_slips).")
     nll_weight: float = Field(0.0, ge=0, description="Above 0: add the chosen answer's NLL to the DPO loss with this "
-                              "weight (iterative RPO; TRL loss_type [sigmoid, sft]).")
+                              "weight (iterative RPO; TRL loss_type [sigmoid, sft]). Under several processes TRL takes it as a token mean "
+                              "per process, which differs from one process (tests/test_distributed.py).")
 
 
 RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")

@@ -50,7 +50,8 @@ def test_dpo_two_processes_match_one_and_the_in_process_stage(smoke_params, tiny
 
     base = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "base")
     train, heldout = _pairs(24, seed=3), _pairs(4, seed=4)
-    one_proc = smoke_params.dpo.model_copy(update={"max_steps": 3, "batch_size": 8, "lr": 5e-3, "checkpoint_every": 0})
+    one_proc = smoke_params.dpo.model_copy(update={"max_steps": 3, "batch_size": 8, "lr": 5e-3, "checkpoint_every": 0,
+                                                   "nll_weight": 0.0})  # DPO's loss alone (the NLL term: below)
     two_proc = one_proc.model_copy(update={"batch_size": 4,  # the same global batch of 8
                                            "accelerate_config": "configs/accelerate_cpu_2proc.yaml"})
     cpu = torch.device("cpu")
@@ -73,6 +74,28 @@ def test_dpo_two_processes_match_one_and_the_in_process_stage(smoke_params, tiny
     assert launched < 1e-4 * moved  # the command is the same work as the notebook's process
     assert ddp < 0.02 * moved, (ddp, moved)  # DDP = the same global batches, averaged gradients
     assert double["train_loss"] == pytest.approx(single["train_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="dpo.nll_weight > 0: TRL's sft term is a token mean per process, so 2 processes "
+                   "weight the chosen answers differently from 1 (measured 2026-12-03: 2.4e-3 against an update of "
+                   "7.5e-3); DPO's own loss matches to 2e-7")
+def test_dpo_with_the_nll_term_two_processes_match_one(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
+    import torch
+
+    base = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "base")
+    train, heldout = _pairs(24, seed=3), _pairs(4, seed=4)
+    one_proc = smoke_params.dpo.model_copy(update={"max_steps": 3, "batch_size": 8, "lr": 5e-3, "checkpoint_every": 0,
+                                                   "nll_weight": 1.0})
+    two_proc = one_proc.model_copy(update={"batch_size": 4, "accelerate_config": "configs/accelerate_cpu_2proc.yaml"})
+    cpu = torch.device("cpu")
+    a, _, _ = launch.train_dpo_stage(base, train, heldout, one_proc, tmp_path / "in_process", device=cpu, seed=0)
+    b, _, _ = launch.train_dpo_stage(base, train, heldout, two_proc, tmp_path / "two", device=cpu, seed=0)
+    start, _ = modellib.load(base)
+    moved = max((pa - p0).abs().max().item() for pa, p0 in zip(a.parameters(), start.parameters()))
+    ddp = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
+    assert moved > 1e-3
+    assert ddp < 0.02 * moved, (ddp, moved)
 
 
 @pytest.mark.slow
