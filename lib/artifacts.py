@@ -336,10 +336,16 @@ def stale_outputs(params: params_mod.Params, stage: str) -> str | None:
     return None if m is None else output_problem(d, m)
 
 
-def git_state() -> dict:
+def git_state(root: Path = ROOT) -> dict:
+    """The checkout's commit and whether its tracked content differs from it (through the filters)."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.strip()
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120).stdout.strip()
     try:
+        # In a fresh checkout git cannot trust the index's stat data for the notebooks, so every
+        # `git diff` runs each through the nbstripout filter again and records nothing: ~21 s a call
+        # in a fresh clone (2026-12-03), paid by every stage. `update-index --refresh` records the
+        # result once (then `git diff` takes 0.00 s); its exit code only says files differ.
+        git("update-index", "-q", "--refresh")
         # Content through the .gitattributes filters, not stat: a notebook JupyterLab saved with
         # outputs (stripped by nbstripout when added) is not a change; `git status` may still list it.
         return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("diff", "--name-only", "HEAD"))}

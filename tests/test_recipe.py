@@ -214,3 +214,35 @@ def test_a_library_change_reruns_the_stages_that_import_it(tmp_path):
     assert after_ep["01_generate_data"] != after_rl["01_generate_data"]
     closure = {f.name for f in artifacts.lib_closure(["from lib import rl"], lib_copy)}
     assert {"rl.py", "training.py", "evaluation.py", "verify.py"} <= closure and "tagging.py" not in closure
+
+
+def test_git_state_runs_the_clean_filter_once_not_on_every_call(tmp_path):
+    """A fresh checkout: `git diff` would run every filtered file through its clean filter on each
+    call (~21 s a call with nbstripout on the notebooks); git_state records the result once."""
+    import os
+    import subprocess
+
+    from lib import artifacts
+
+    repo, count = tmp_path / "repo", tmp_path / "filter_runs"
+    repo.mkdir()
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    git("config", "filter.counted.clean", f"sh -c 'echo x >> {count}; cat'")
+    (repo / ".gitattributes").write_text("*.ipynb filter=counted\n")
+    (repo / "a.ipynb").write_text("{}\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    os.utime(repo / "a.ipynb", (1, 1))  # the stat data no longer match: git must look at the content
+    count.unlink(missing_ok=True)
+    first = artifacts.git_state(repo)
+    second = artifacts.git_state(repo)
+    assert first["dirty"] is False and second == first and len(first["commit"]) == 40
+    assert len(count.read_text().splitlines()) == 1  # once in all, not once per git_state call
+    (repo / "a.ipynb").write_text('{"changed": 1}\n')
+    assert artifacts.git_state(repo)["dirty"] is True
