@@ -30,33 +30,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lib import evaluation, metrics, params, problems, rl, sampling
+from lib import curriculum, evaluation, metrics, params, problems, rl, sampling
 from lib import model as modellib
 
 
-class VerifiedReward(rl.VerifiableReward):
-    """The recipe's +1/-1 reward, except that a right answer written with a false arithmetic
-    statement scores as wrong (counted as ``lucky``)."""
-
-    def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
-        out = []
-        for r, c in zip(super().__call__(prompts, completions, answer, **kwargs), completions):
-            if r > 0 and problems.arithmetic_slips(self.text_of(c))[1]:
-                self.counts["lucky"] += 1
-                r = self.values[False]
-            out.append(r)
-        return out
-
-
 def dev_items(n: int, seed: int, exclude: set[str], P) -> list[dict]:
-    items = [p for p in problems.generate(2 * n, seed=seed, split="train", domains=P.problems.domains,
-                                          levels=P.problems.levels) if p.problem not in exclude][:n]
-    return [{"id": p.id, "problem": p.problem, "answer": p.answer, "domain": p.domain, "level": p.level}
-            for p in items]
+    return curriculum.dev_problems(n, seed, exclude, domains=P.problems.domains, levels=P.problems.levels)
 
 
 def stream(cells: list[tuple[str, int]], n: int, seed: int, exclude: set[str]) -> pd.DataFrame:
-    """``n`` distinct fresh problems spread evenly over ``cells``, none in ``exclude``."""
+    """``n`` distinct fresh problems spread evenly over ``cells``, none in ``exclude``. The stage's
+    ``lib.curriculum.fresh_stream`` splits the count and the exclusions more exactly; this first
+    version is kept so that LOG.md's numbers of 2026-12-03 reproduce."""
     per = -(-n // len(cells))
     rows = []
     for i, (d, lv) in enumerate(cells):
@@ -117,17 +102,11 @@ def main(argv=None) -> int:
         else:
             prompts = stream(cells, n_prompts, seed + 31337, seen | {d["problem"] for d in dev})
             selection = {"cells": [f"{d} L{lv}" for d, lv in cells], "distinct_prompts": int(prompts.problem.nunique())}
-        original = rl.VerifiableReward
-        if a.reward == "verified":
-            rl.VerifiableReward = VerifiedReward  # run_grpo builds its reward from this name
-        try:
-            t1 = time.perf_counter()
-            trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps}),
-                                           out / "training", verifier=verifier, device=torch.device("cpu"),
-                                           dtype=torch.float32, seed=seed, tricks=True, resume=False)
-            train_s = time.perf_counter() - t1
-        finally:
-            rl.VerifiableReward = original
+        t1 = time.perf_counter()
+        trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps, "reward": a.reward}),
+                                       out / "training", verifier=verifier, device=torch.device("cpu"),
+                                       dtype=torch.float32, seed=seed, tricks=True, resume=False)
+        train_s = time.perf_counter() - t1
         _, after = dev_eval(trainer.model, tok, dev, verifier, a.dev_samples, seed)
     d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
     dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
