@@ -201,6 +201,11 @@ def lucky_share(records: pd.DataFrame) -> float | None:
     return None if right.empty else float((right["false_statements"] > 0).mean())
 
 
+def _per_problem(ids: list[str], matrix: list[list], runs: int) -> dict[str, float]:
+    """Each problem's mean over its first ``runs`` samples (undecided counts as not correct)."""
+    return {i: sum(x is not None and bool(x) for x in c[:runs]) / runs for i, c in zip(ids, matrix)}
+
+
 def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: int = 0) -> dict:
     """pass@1 over runs (+CI), verified pass@1 and the lucky-guess share, pass@k curve, cons@k,
     by level, response stats; JSON-able."""
@@ -233,11 +238,10 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
         "n_samples": n,
         "pass1": pass1,
         # each problem's mean correctness over the pass@1 runs: what paired stage comparisons need
-        "pass1_per_problem": {i: sum(x is not None and bool(x) for x in c[:runs]) / runs for i, c in zip(ids, correct)},
+        "pass1_per_problem": _per_problem(ids, correct, runs),
         # the same with the work checked too (a right answer through false arithmetic counts as wrong)
         "verified_pass1": verified_pass1,
-        "verified_pass1_per_problem": {i: sum(x is not None and bool(x) for x in c[:runs]) / runs
-                                       for i, c in zip(ids, checked)},
+        "verified_pass1_per_problem": _per_problem(ids, checked, runs),
         "lucky_share": lucky_share(first_runs),
         "pass_at_k": {int(k): float(v) for k, v in pass_k.items()},
         "cons_at_k": {int(k): float(v) for k, v in cons.items()},
