@@ -222,9 +222,11 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
     answers = _matrix(records, "answer")
     golds = [records.loc[records["id"] == i, "gold"].iloc[0] for i in dict.fromkeys(records["id"])]
     answers = [[a if isinstance(a, str) else None for a in row] for row in answers]
-    cons = {k: metrics.cons_at_k(answers, golds, k, same_answer_batch=verifier.equivalent_many,
-                                 is_correct_batch=lambda pairs: [c.equal is True for c in verifier.check_many(pairs)])
-            for k in ks}
+    cons_hits = {k: metrics.cons_per_problem(answers, golds, k, same_answer_batch=verifier.equivalent_many,
+                                             is_correct_batch=lambda pairs: [c.equal is True
+                                                                             for c in verifier.check_many(pairs)])
+                 for k in ks}
+    cons = {k: sum(h) / len(h) if h else float("nan") for k, h in cons_hits.items()}
     first_runs = records[records["sample"] < runs]
     by_level = {}
     if first_runs["level"].notna().any():
@@ -245,7 +247,12 @@ def summarize(records: pd.DataFrame, verifier: Verifier, *, n_runs: int, seed: i
         "lucky_share": lucky_share(first_runs),
         "pass_at_k": {int(k): float(v) for k, v in pass_k.items()},
         "cons_at_k": {int(k): float(v) for k, v in cons.items()},
+        # per problem, is the majority over all n samples right (1.0) or not: paired cons@n comparisons
+        "cons_per_problem": {i: float(h) for i, h in zip(ids, cons_hits[n])},
         "pass1_by_level": by_level,
+        # each problem's difficulty level (generator sets): paired comparisons on the hardest level alone
+        "problem_level": ({str(i): int(lv) for i, lv in records.groupby("id", sort=False)["level"].first().items()
+                           if pd.notna(lv)} if records["level"].notna().any() else {}),
         "pass1_by_domain": by_domain,
         "unverifiable": int(records["correct"].isna().sum()),
         "length": metrics.length_stats(records["n_tokens"].tolist()),

@@ -295,6 +295,36 @@ def majority_votes(
     return votes
 
 
+def cons_per_problem(
+    answers_per_problem: Sequence[Sequence[str | None]],
+    golds: Sequence[str],
+    k: int,
+    same_answer: Callable[[str, str], bool] | None = None,
+    is_correct: Callable[[str, str], bool] | None = None,
+    *,
+    same_answer_batch: Callable[[list[tuple[str, str]]], list[bool]] | None = None,
+    is_correct_batch: Callable[[list[tuple[str, str]]], list[bool]] | None = None,
+    key: Callable[[str], str] = canonical_key,
+) -> list[bool]:
+    """Per problem: is its majority answer over the first k samples correct? (See :func:`cons_at_k`;
+    a problem whose k samples give no answer is not correct.) What a paired cons@k comparison of two
+    models on the same problems needs."""
+    if len(golds) != len(answers_per_problem):
+        raise ValueError(f"{len(answers_per_problem)} problems but {len(golds)} golds")
+    votes = majority_votes(answers_per_problem, k, same_answer, same_answer_batch=same_answer_batch, key=key)
+    grade = _batch(is_correct, is_correct_batch, "is_correct") or (
+        lambda pairs: [key(g) == key(a) for g, a in pairs]
+    )
+    graded = [(p, (golds[p], v.answer)) for p, v in enumerate(votes) if v.answer is not None]
+    results = grade([pair for _, pair in graded]) if graded else []
+    if len(results) != len(graded):
+        raise ValueError(f"is_correct_batch returned {len(results)} verdicts for {len(graded)} pairs")
+    hits = [False] * len(votes)
+    for (p, _), r in zip(graded, results):
+        hits[p] = bool(r)
+    return hits
+
+
 def cons_at_k(
     answers_per_problem: Sequence[Sequence[str | None]],
     golds: Sequence[str],
@@ -314,17 +344,9 @@ def cons_at_k(
         cons_at_k(answers, golds, 16, same_answer_batch=v.equivalent_many,
                   is_correct_batch=lambda pairs: [c.correct for c in v.check_many(pairs)])
     """
-    if len(golds) != len(answers_per_problem):
-        raise ValueError(f"{len(answers_per_problem)} problems but {len(golds)} golds")
-    votes = majority_votes(answers_per_problem, k, same_answer, same_answer_batch=same_answer_batch, key=key)
-    grade = _batch(is_correct, is_correct_batch, "is_correct") or (
-        lambda pairs: [key(g) == key(a) for g, a in pairs]
-    )
-    graded = [(p, (golds[p], v.answer)) for p, v in enumerate(votes) if v.answer is not None]
-    results = grade([pair for _, pair in graded]) if graded else []
-    if len(results) != len(graded):
-        raise ValueError(f"is_correct_batch returned {len(results)} verdicts for {len(graded)} pairs")
-    return sum(bool(r) for r in results) / len(votes) if votes else float("nan")
+    hits = cons_per_problem(answers_per_problem, golds, k, same_answer, is_correct,
+                            same_answer_batch=same_answer_batch, is_correct_batch=is_correct_batch, key=key)
+    return sum(hits) / len(hits) if hits else float("nan")
 
 
 maj_at_k = cons_at_k
@@ -496,6 +518,7 @@ __all__ = [
     "Vote",
     "majority_votes",
     "cons_at_k",
+    "cons_per_problem",
     "maj_at_k",
     "breakdown",
     "length_stats",

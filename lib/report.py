@@ -56,9 +56,26 @@ def _add_paired(rows: list[dict], ablations: list[dict], seed: int) -> None:
                 out[name] = {**d.to_dict(), "vs": before["label"]}
         return out
 
+    def hardest(after: dict, before: dict) -> dict:
+        """pass@1 and verified pass@1 differences on the problems of the set's hardest level alone."""
+        out = {}
+        for name, e in after["evals"].items():
+            b = before["evals"].get(name)
+            levels = (e.get("problem_level") or {}) if b else {}
+            if not levels or not all(e.get(k) and b.get(k) for k in ("pass1_per_problem", "verified_pass1_per_problem")):
+                continue
+            top = max(levels.values())
+            ids = [i for i, lv in levels.items() if lv == top]
+            out[name] = {"level": top, "vs": before["label"], **{
+                key: metrics.paired_difference({i: e[key][i] for i in ids}, {i: b[key][i] for i in ids},
+                                               seed=seed).to_dict()
+                for key in ("pass1_per_problem", "verified_pass1_per_problem")}}
+        return out
+
     for prev, row in zip(rows, rows[1:]):
         row["paired"] = diff(row, prev, "pass1_per_problem")
         row["paired_verified"] = diff(row, prev, "verified_pass1_per_problem")
+        row["paired_hardest"] = hardest(row, prev)
     sft = next((r for r in rows if r["stage"] == "04_sft"), None)
     for row in ablations:
         if sft is not None:
@@ -74,7 +91,8 @@ def _rl_section(run: Path) -> dict | None:
         return None
     m = json.loads(f.read_text())
     return {"variants": m.get("variants", {}), "seconds_per_step": m.get("seconds_per_step", {}),
-            "prompt_selection": m.get("prompt_selection", {})}
+            "prompt_selection": m.get("prompt_selection", {}),
+            "cons_paired": next((v for k, v in m.items() if k.startswith("cons@") and k.endswith("_paired")), [])}
 
 
 def _pct(x: float | None) -> str:
@@ -155,6 +173,22 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, images: b
             out += _table(["stage", "vs"] + sets, [[r["label"], next(iter(r["paired_verified"].values()))["vs"]]
                                                    + [_diff_cell(r["paired_verified"].get(n)) for n in sets]
                                                    for r in pv]) + [""]
+        ph = [r for r in paired if r.get("paired_hardest")]
+        if ph:
+            hsets = [n for n in sets if any(n in r["paired_hardest"] for r in ph)]
+            lv = {n: next(r["paired_hardest"][n] for r in ph if n in r["paired_hardest"]) for n in hsets}
+            out += ["The hardest level alone, where the paper's claim that the later stages extend competence "
+                    "would show first (" + ", ".join(f"{n}: L{lv[n]['level']}, "
+                                                     f"{lv[n]['pass1_per_problem']['n_problems']} problems"
+                                                     for n in hsets) + "):", ""]
+            out += _table(["stage", "vs"] + [c for n in hsets for c in (f"{n} L{lv[n]['level']}",
+                                                                         f"{n} L{lv[n]['level']} verified")],
+                          [[r["label"], next(iter(r["paired_hardest"].values()))["vs"]]
+                           + [c for n in hsets for c in (
+                               (_diff_cell(r["paired_hardest"][n]["pass1_per_problem"]),
+                                _diff_cell(r["paired_hardest"][n]["verified_pass1_per_problem"]))
+                               if n in r["paired_hardest"] else ("–", "–"))]
+                           for r in ph]) + [""]
     if report.get("ablations"):
         out += ["## Ablation: SFT without mid-training (the paper's LIMO/s1K negative result)", ""]
         base_rows = {r["label"]: r for r in report["stages"]}
@@ -178,6 +212,10 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None, images: b
         ck_name = next((k[:-len("_before")] for v in rl["variants"].values() for k in v
                         if k.startswith("cons@") and k.endswith("_before")), "cons@k")
         out += _table(["variant", "pass@1 before", "pass@1 after", f"{ck_name} before", f"{ck_name} after"], vrows)
+        if rl.get("cons_paired"):
+            out += ["", f"Paired by tracked problem, {ck_name} (points, 95% bootstrap interval, problems up↑ down↓):", ""]
+            out += _table(["comparison", f"{ck_name} difference"],
+                          [[d["comparison"], _diff_cell(d)] for d in rl["cons_paired"]])
         out += ["", "![RL tracking](06_rl/rl_tracking.png)", "", "![RL steps](06_rl/rl_steps.png)", ""]
         sps = rl.get("seconds_per_step") or {}
         if sps:

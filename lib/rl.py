@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from lib import chat, evaluation, problems, progress, sampling
+from lib import chat, evaluation, metrics, problems, progress, sampling
 from lib.training import last_checkpoint, train_guarded, trainer_kwargs
 
 
@@ -459,7 +459,9 @@ class HeldoutTracker(TrainerCallback):
         row = {"step": step, "pass1": float(records["correct"].eq(True).mean()),
                f"cons@{k}": summary["cons_at_k"].get(k, math.nan),
                "mean_tokens": float(records["n_tokens"].mean()),
-               "finished_share": float(records["finished"].mean())}
+               "finished_share": float(records["finished"].mean()),
+               # each problem's majority right (1.0) or not: paired cons@k between steps and arms
+               "cons_by_problem": summary["cons_per_problem"]}
         self.history.append(row)
         self.seconds += time.perf_counter() - start
         return row
@@ -580,10 +582,42 @@ def step_curve(summary: dict) -> pd.DataFrame:
 @dataclass
 class ArmResult:
     """One RL arm (GRPO with the tricks, or plain GRPO): the run's summary (:func:`run_grpo`), its
-    held-out tracking rows (:class:`HeldoutTracker`) and the seconds the tracking took."""
+    held-out tracking table (:class:`HeldoutTracker`'s rows), the seconds the tracking took, and per
+    tracked step each problem's cons@k hit (``cons_by_step[step][problem id]``, 1.0 or 0.0)."""
     summary: dict
     history: pd.DataFrame
     tracking_s: float
+    cons_by_step: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, summary: dict, rows: list[dict], tracking_s: float) -> "ArmResult":
+        """From a tracker's history rows: the table without the per-problem column, which goes to
+        ``cons_by_step``."""
+        table = pd.DataFrame([{k: v for k, v in r.items() if k != "cons_by_problem"} for r in rows])
+        cons = {int(r["step"]): dict(r["cons_by_problem"]) for r in rows if r.get("cons_by_problem")}
+        return cls(summary, table, tracking_s, cons)
+
+
+def cons_comparison(runs: dict[str, "ArmResult"], *, seed: int = 0) -> pd.DataFrame:
+    """Paired cons@k differences on the tracked problems (percentile bootstrap over problems,
+    :func:`lib.metrics.paired_difference`): each arm's last tracked step against its step 0, and,
+    with two arms or more, the first arm's last step against each other arm's. Columns: ``comparison,
+    mean, lo, hi, n_problems, better, worse``. Arms without per-problem rows (a resumed run that
+    has no step 0) are left out of the comparisons that need them."""
+    rows = []
+    for name, arm in runs.items():
+        if arm.cons_by_step and 0 in arm.cons_by_step and len(arm.cons_by_step) > 1:
+            last = max(arm.cons_by_step)
+            d = metrics.paired_difference(arm.cons_by_step[last], arm.cons_by_step[0], seed=seed)
+            rows.append({"comparison": f"{name}: step {last} - step 0", **d.to_dict()})
+    names = list(runs)
+    first = runs[names[0]] if names else None
+    for other in names[1:]:
+        a, b = first.cons_by_step, runs[other].cons_by_step
+        if a and b and max(a) == max(b):
+            d = metrics.paired_difference(a[max(a)], b[max(b)], seed=seed)
+            rows.append({"comparison": f"{names[0]} - {other} at step {max(a)}", **d.to_dict()})
+    return pd.DataFrame(rows, columns=["comparison", "mean", "lo", "hi", "n_problems", "better", "worse"])
 
 
 def tracker_for(section, tokenizer, eval_set, verifier, *, seed: int, start: dict | None = None) -> HeldoutTracker:

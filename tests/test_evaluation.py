@@ -53,6 +53,8 @@ def test_summary_numbers(verifier):
     assert s["n_problems"] == 3 and s["n_samples"] == 4
     # per problem, the mean over the 3 runs (unverifiable counts as wrong): what paired comparisons use
     assert s["pass1_per_problem"] == {"p1": pytest.approx(2 / 3), "p2": pytest.approx(1 / 3), "p3": pytest.approx(2 / 3)}
+    # per problem, the majority over all 4 samples: p1 right (1/2 and 0.5 grouped), p2 wrong (8), p3 right
+    assert s["cons_per_problem"] == {"p1": 1.0, "p2": 0.0, "p3": 1.0}
 
 
 def test_verified_pass1_and_the_lucky_guess_share(verifier):
@@ -154,7 +156,9 @@ def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
                      "plain GRPO": {"pass1_before": 0.2, "pass1_after": 0.1, "cons@16_before": 0.25,
                                     "cons@16_after": 0.2}},
         "seconds_per_step": {"GRPO + tricks": {"s_per_step": 2.0, "generation_s": 1.0, "checking_s": 0.1,
-                                               "update_s": 0.9}}}))
+                                               "update_s": 0.9}},
+        "cons@16_paired": [{"comparison": "GRPO + tricks - plain GRPO at step 20", "mean": 0.0625, "lo": -0.03125,
+                            "hi": 0.15625, "n_problems": 32, "better": 3, "worse": 1}]}))
     rep = report.build(params, {"00_base_model": {"synthetic": summary}, "04_sft": {"synthetic": summary},
                                 "04_sft/model_from_base": {"synthetic": low}}, {"n_samples": 2, "n_runs": 1})
     md = report.render_markdown(rep)
@@ -162,6 +166,7 @@ def test_report_has_the_ablation_and_the_rl_comparison(smoke_params, tmp_path):
     assert "| base + SFT, no mid-training (LIMO/s1K ablation) | 5.0 [0.0, 10.0] |" in md
     assert "| GRPO + tricks | 20.0 | 30.0 | 25.0 | 40.0 |" in md and "| plain GRPO | 20.0 | 10.0 | 25.0 | 20.0 |" in md
     assert "cons@16 after" in md and "| GRPO + tricks | 2.00 | 1.00 | 0.10 | 0.90 |" in md
+    assert "| GRPO + tricks - plain GRPO at step 20 | +6.2 [-3.1, +15.6] (3↑ 1↓) |" in md
     # in a notebook the report is shown without its images (their paths are relative to the run folder)
     shown = report.render_markdown(rep, {"pass_at_k": "07_eval/pass_at_k.png"}, images=False)
     assert "![" not in shown and "06_rl/rl_tracking.png" in report.render_markdown(rep)
@@ -199,6 +204,40 @@ def test_report_has_verified_columns_and_paired_verified_differences(smoke_param
     plain = {k: v for k, v in before.items() if not k.startswith(("verified", "lucky"))}
     md_plain = report.render_markdown(report.build(smoke_params, {"03_mid_train": {"synthetic": plain}}, {}))
     assert "| stage | synthetic |" in md_plain and "verified" not in md_plain
+
+
+def test_report_pairs_the_hardest_level_alone(smoke_params):
+    """Problems p0-p5 at L1-L3 and q0-q3 at L4: the later stage gains only on q0 and q1 (and
+    loses p0), so the whole set's change is small and the hardest level's is +0.5."""
+    levels = {**{f"p{i}": 1 + i % 3 for i in range(6)}, **{f"q{i}": 4 for i in range(4)}}
+    before = {i: 0.5 for i in levels}
+    after = {**before, "p0": 0.0, "q0": 1.0, "q1": 1.0}
+
+    def summary(per_problem):
+        mean = sum(per_problem.values()) / len(per_problem)
+        return {"pass1": {"mean": mean, "lo": mean, "hi": mean}, "pass1_per_problem": per_problem,
+                "verified_pass1": {"mean": mean, "lo": mean, "hi": mean}, "verified_pass1_per_problem": per_problem,
+                "lucky_share": 0.0, "problem_level": levels, "pass_at_k": {1: mean}, "cons_at_k": {1: mean},
+                "pass1_by_level": {}, "length": {"mean": 50.0, "p90": 80.0}, "truncated_share": 0.0,
+                "repetitive_share": 0.0, "unverifiable": 0}
+
+    rep = report.build(smoke_params, {"04_sft": {"synthetic": summary(before)},
+                                      "05_rollout_dpo": {"synthetic": summary(after)}}, {"n_samples": 1, "n_runs": 1})
+    h = rep["stages"][1]["paired_hardest"]["synthetic"]
+    assert h["level"] == 4 and h["pass1_per_problem"]["n_problems"] == 4
+    assert h["pass1_per_problem"]["mean"] == pytest.approx(0.25)  # (+0.5 +0.5 + 0 + 0) / 4
+    assert (h["pass1_per_problem"]["better"], h["pass1_per_problem"]["worse"]) == (2, 0)
+    assert rep["stages"][1]["paired"]["synthetic"]["mean"] == pytest.approx(0.5 / 10)
+    md = report.render_markdown(rep)
+    assert "(synthetic: L4, 4 problems)" in md
+    assert "| stage | vs | synthetic L4 | synthetic L4 verified |" in md
+    assert "| + rollout DPO | + SFT | +25.0 [+0.0, +50.0] (2↑ 0↓) | +25.0 [+0.0, +50.0] (2↑ 0↓) |" in md
+
+
+def test_summary_gives_each_problem_its_level(verifier):
+    df = records([("p1", 1, ["3", "3"], [True, True], "3"), ("p2", 4, ["5", "6"], [False, True], "6")])
+    assert evaluation.summarize(df, verifier, n_runs=2)["problem_level"] == {"p1": 1, "p2": 4}
+    assert evaluation.summarize(df.assign(level=None), verifier, n_runs=2)["problem_level"] == {}
 
 
 def test_clip_text_says_what_it_left_out():

@@ -144,6 +144,10 @@ def test_cons_at_k_groups_differently_written_answers():
     # only the first k samples count
     assert [v.answer for v in M.majority_votes(answers, 2)][:2] == ["\\frac{1}{2}", "7"]
     assert M.maj_at_k is M.cons_at_k
+    # per problem: which majorities are right (the all-None problem is not)
+    assert M.cons_per_problem(answers, golds, 5) == [True, True, True, False]
+    # k = 1: the first samples alone: 1/2 right, 7 right, None (no answer) wrong, None wrong
+    assert M.cons_per_problem(answers, golds, 1) == [True, True, False, False]
 
 
 def test_cons_at_k_with_the_verifier_batches_checks():

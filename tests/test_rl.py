@@ -538,3 +538,40 @@ def test_reward_counts_lucky_answers_and_can_score_them_wrong(check_work, want):
     assert got == want
     assert reward.counts == {"correct": 3, "wrong": 1, "lucky": 2}  # verdicts of the checker; lucky among them
     assert reward.calls == [{"rollouts": 3, "correct": 2, "lucky": 1}, {"rollouts": 1, "correct": 1, "lucky": 1}]
+
+
+def _rows(hits_by_step: dict[int, list[int]]) -> list[dict]:
+    """Tracker rows with per-problem cons hits for problems q0, q1, ..."""
+    return [{"step": s, "pass1": 0.5, "cons@16": sum(h) / len(h),
+             "cons_by_problem": {f"q{i}": float(x) for i, x in enumerate(h)}} for s, h in hits_by_step.items()]
+
+
+def test_arm_result_splits_the_per_problem_column_off_the_table():
+    arm = rl.ArmResult.from_rows({}, _rows({0: [1, 0, 0, 1], 10: [1, 1, 0, 1]}), 3.0)
+    assert list(arm.history.columns) == ["step", "pass1", "cons@16"]
+    assert arm.history["cons@16"].tolist() == [0.5, 0.75]
+    assert arm.cons_by_step == {0: {"q0": 1.0, "q1": 0.0, "q2": 0.0, "q3": 1.0},
+                                10: {"q0": 1.0, "q1": 1.0, "q2": 0.0, "q3": 1.0}}
+
+
+def test_cons_comparison_pairs_steps_and_arms_by_problem():
+    # 8 problems; tricks gains q1, q2 and loses q0 by step 20; plain gains q1 only
+    start = [1, 0, 0, 1, 1, 0, 1, 0]
+    tricks = rl.ArmResult.from_rows({}, _rows({0: start, 20: [0, 1, 1, 1, 1, 0, 1, 0]}), 0.0)
+    plain = rl.ArmResult.from_rows({}, _rows({0: start, 20: [1, 1, 0, 1, 1, 0, 1, 0]}), 0.0)
+    table = rl.cons_comparison({"tricks": tricks, "plain": plain}, seed=0).set_index("comparison")
+    assert list(table.index) == ["tricks: step 20 - step 0", "plain: step 20 - step 0", "tricks - plain at step 20"]
+    t = table.loc["tricks: step 20 - step 0"]
+    assert t["mean"] == pytest.approx(1 / 8) and (t["better"], t["worse"], t["n_problems"]) == (2, 1, 8)
+    assert table.loc["plain: step 20 - step 0", "mean"] == pytest.approx(1 / 8)
+    d = table.loc["tricks - plain at step 20"]
+    assert d["mean"] == pytest.approx(0.0) and (d["better"], d["worse"]) == (1, 1)  # q2 for tricks, q0 for plain
+    assert d["lo"] < 0 < d["hi"]
+
+
+def test_cons_comparison_leaves_out_arms_without_a_step_zero():
+    resumed = rl.ArmResult.from_rows({}, _rows({20: [1, 0]}), 0.0)  # a resumed run: no step 0
+    other = rl.ArmResult.from_rows({}, _rows({0: [0, 0], 20: [1, 1]}), 0.0)
+    table = rl.cons_comparison({"resumed": resumed, "other": other})
+    assert table["comparison"].tolist() == ["other: step 20 - step 0", "resumed - other at step 20"]
+    assert table.iloc[1]["mean"] == pytest.approx(-0.5)
