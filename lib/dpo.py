@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from lib import chat, metrics, problems, subsets
+from lib import chat, metrics, problems, subsets, training
 from lib.training import run_trainer, trainer_kwargs
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "problem_id", "difficulty")
@@ -135,6 +135,7 @@ def fit_dpo(model, ref_model, tokenizer, train_pairs: pd.DataFrame, eval_pairs: 
     "after" value with 0.5, a coin flip.
     """
     datasets.disable_progress_bars()
+    training.match_compile_state(cfg)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=to_dataset(train_pairs),
                          eval_dataset=to_dataset(eval_pairs) if len(eval_pairs) else None,
                          processing_class=tokenizer)

@@ -246,6 +246,10 @@ class Train(Section):
     activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in the backward "
         "pass instead of keeping them: memory for ~30% more compute. On for the paper's 16K-32K sequences on GPU; "
         "off for the tiny model, which does not lack memory.")
+    compile: bool = Field(False, description="torch.compile the model for training (the Trainer's torch_compile: "
+        "inductor, on CPU and GPU); the same steps, rounded differently. The first step pays the compilation "
+        "(~1 min on a 2-core CPU) and a batch of a new shape can pay it again. Off for tiny: on its mid-training, "
+        "TRL's fused LM head keeps the compiled step from being faster (benchmarks/README.md).")
 
 
 class BasePretrain(Train):

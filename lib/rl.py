@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from lib import chat, evaluation, metrics, problems, progress, sampling
-from lib.training import last_checkpoint, train_guarded, trainer_kwargs
+from lib.training import last_checkpoint, match_compile_state, train_guarded, trainer_kwargs
 
 
 class NoPromptsError(ValueError):
@@ -538,6 +538,7 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
         ref_dir = Path(out_dir) / "reference"
         model.save_pretrained(ref_dir)
         model.config._name_or_path = str(ref_dir)
+    match_compile_state(cfg)
     trainer = RecipeGRPOTrainer(
         model=model, args=cfg, reward_funcs=[reward], train_dataset=to_dataset(prompts),
         processing_class=tokenizer, callbacks=[tracker] if tracker else None,

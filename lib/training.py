@@ -74,6 +74,7 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         max_length=cfg.max_length,
         bf16=dtype == torch.bfloat16,  # autocast (lib.model.train_dtype: CPU only when params ask)
         activation_checkpointing=cfg.activation_checkpointing,  # params; TRL's default (True) costs CPU runs ~3x
+        torch_compile=cfg.compile,
         gradient_checkpointing=None,  # TRL defaults this deprecated alias to True; None defers to the line above
         use_cpu=not on_cuda,
         # several CPU processes started by a launcher (tests, laptops) talk over gloo; naming a
@@ -90,6 +91,25 @@ def trainer_kwargs(cfg: Train, out_dir: str | Path, *, device: torch.device, dty
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+
+
+def match_compile_state(args) -> None:
+    """Make the next trainer compile (or not) as ``args.torch_compile`` says.
+
+    accelerate keeps one ``AcceleratorState`` per process, and its torch.compile setting is the one
+    the process's first trainer asked for: a later trainer asking otherwise would silently train as
+    the first did (a notebook that trains twice, a test). When the wish differs, the state is reset;
+    the process group (``PartialState``) is kept. Call it before constructing a Trainer."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DynamoBackend
+
+    state = AcceleratorState._shared_state
+    if not state:
+        return
+    plugin = state.get("dynamo_plugin")
+    compiling = plugin is not None and plugin.backend != DynamoBackend.NO
+    if compiling != bool(getattr(args, "torch_compile", False)):
+        AcceleratorState._reset_state()
 
 
 def sft_config(cfg: Train, out_dir: str | Path, *, device: torch.device, dtype: torch.dtype, seed: int,
@@ -216,6 +236,7 @@ def fit_sft(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool = T
         raise ValueError("no training rows: the stage's data subset is empty; stage 02_tag_data's metrics.json "
                          "(subset_stats -> filters) shows which filter removed every row")
     datasets.disable_progress_bars()  # the trainer's own progress bar is the one worth watching
+    match_compile_state(cfg)
     trainer = RecipeSFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=callbacks)
     return run_trainer(trainer, resume)

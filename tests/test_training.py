@@ -111,6 +111,46 @@ def test_activation_checkpointing_is_a_params_key_with_the_same_steps(smoke_para
     assert moved > 1e-3 and diff < 1e-3 * moved, (moved, diff)
 
 
+@pytest.mark.slow
+def test_compile_is_a_params_key_with_the_same_losses(smoke_params, tiny_tokenizer, rows, tmp_path):
+    """On: the Trainer trains a torch.compile'd model, and the losses are eager's up to rounding.
+    In one process (a notebook training twice), eager, compiled, eager again: accelerate keeps the
+    first trainer's compile setting unless lib.training.match_compile_state resets it."""
+    eager = config(smoke_params, tmp_path / "eager", max_steps=3, checkpoint_every=0, lr=5e-3)
+    compiled = config(smoke_params, tmp_path / "compiled", max_steps=3, checkpoint_every=0, lr=5e-3, compile=True)
+    assert eager.torch_compile is False and compiled.torch_compile is True
+    a, b = fresh_model(smoke_params, tiny_tokenizer), fresh_model(smoke_params, tiny_tokenizer)
+    sa = training.fit_sft(a, tiny_tokenizer, rows, eager)
+    compiled_models = []
+    original = torch.compile
+
+    def spy(model, *args, **kwargs):
+        compiled_models.append(model)
+        return original(model, *args, **kwargs)
+
+    torch.compile = spy
+    try:
+        sb = training.fit_sft(b, tiny_tokenizer, rows, compiled)
+    finally:
+        torch.compile = original
+    assert compiled_models, "torch_compile=True did not compile the model"
+    n = len(compiled_models)
+    torch.compile = spy
+    try:
+        again = training.fit_sft(fresh_model(smoke_params, tiny_tokenizer), tiny_tokenizer, rows,
+                                 config(smoke_params, tmp_path / "eager_again", max_steps=1, checkpoint_every=0,
+                                        lr=5e-3))
+    finally:
+        torch.compile = original
+    assert len(compiled_models) == n, "an eager trainer after a compiled one compiled too"
+    assert again["curve"][0]["loss"] == pytest.approx(sa["curve"][0]["loss"], rel=1e-6)
+    assert [r["loss"] for r in sb["curve"]] == pytest.approx([r["loss"] for r in sa["curve"]], rel=1e-4)
+    moved = max((p.detach() - q).abs().max().item()
+                for p, q in zip(a.parameters(), fresh_model(smoke_params, tiny_tokenizer).parameters()))
+    diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+    assert moved > 1e-3 and diff < 1e-3 * moved, (moved, diff)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "constant_with_warmup"])
 def test_lr_schedule_follows_params(smoke_params, tiny_tokenizer, rows, tmp_path, schedule):
     cfg = config(smoke_params, tmp_path, lr_scheduler=schedule, lr=1e-3, warmup_ratio=0.0, checkpoint_every=0)
