@@ -20,6 +20,9 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
   (``RecipeSFTTrainer.token_metrics = True``; the default until 2026-12-03).
 - ``stage_model_loss``: the same trainer with the model's own loss (``RecipeSFTTrainer.trl_loss =
   False``): what switching the loss path is worth.
+- ``stage_compiled``: the default stage trainer with ``mid_train.compile: true`` (torch.compile through
+  the Trainer, inductor). Its rate includes the compilation, as a run pays it; the line after it
+  gives the rate from step ``--warm`` on (steady state, recompilations on new shapes included).
 
 Real (non-pad) tokens per second; arms run in ``--rounds`` rounds, order reversed each round;
 ratios are medians of same-round ratios. Stop other jobs first: they share the cores.
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,11 +47,21 @@ from lib import chat, model as modellib, packing, params as params_mod, training
 from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare", "stage", "stage_trl_metrics", "stage_model_loss"]
+ARMS = ["bare", "stage", "stage_trl_metrics", "stage_model_loss", "stage_compiled"]
 
 
-def section_for(P, steps: int):
-    return P.mid_train.model_copy(update={"max_steps": steps, "checkpoint_every": 0})
+def section_for(P, steps: int, **update):
+    return P.mid_train.model_copy(update={"max_steps": steps, "checkpoint_every": 0, **update})
+
+
+class Clock(TrainerCallback):
+    """Wall time and real tokens seen at the end of every optimizer step."""
+
+    def __init__(self):
+        self.marks = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
 
 
 def stage_batches(base, tok, rows, P, steps: int) -> list[dict]:
@@ -77,18 +91,21 @@ def bare(model, batches, lr: float, pad_id: int) -> tuple[int, float]:
     return real, time.perf_counter() - t0
 
 
-def stage(model, tok, rows, P, steps: int, trl_loss: bool, token_metrics: bool = False) -> tuple[int, float]:
+def stage(model, tok, rows, P, steps: int, trl_loss: bool, token_metrics: bool = False,
+          compile: bool = False) -> tuple[int, float, Clock]:
     old = RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics
     RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = trl_loss, token_metrics
+    clock = Clock()
     try:
         with tempfile.TemporaryDirectory() as out:
-            cfg = training.sft_config(section_for(P, steps), out, device=torch.device("cpu"), dtype=torch.float32,
-                                      seed=P.run.seed, disable_tqdm=True, logging_steps=10**6)
-            stats = training.fit(model, tok, rows, cfg, packing=True, resume=False)
+            cfg = training.sft_config(section_for(P, steps, compile=compile), out, device=torch.device("cpu"),
+                                      dtype=torch.float32, seed=P.run.seed, disable_tqdm=True, logging_steps=10**6)
+            # fit(packing=True) is fit_packed; called directly for its callbacks
+            stats = training.fit_packed(model, tok, rows, cfg, resume=False, callbacks=[clock])
     finally:
         RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = old
     assert stats["steps"] == steps, stats["steps"]
-    return stats["tokens_seen"], stats["train_seconds"]
+    return stats["tokens_seen"], stats["train_seconds"], clock
 
 
 def main() -> None:
@@ -98,6 +115,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    ap.add_argument("--warm", type=int, default=20, help="steady-state rates count from this step on")
     args = ap.parse_args()
     rows_file, model_dir = args.run / "02_tag_data" / "midtrain.parquet", args.run / "00_base_model" / "model"
     if not rows_file.is_file() or not model_dir.is_dir():
@@ -117,6 +135,7 @@ def main() -> None:
           f"(fill {fill:.1%}), {base.config._attn_implementation} attention, {threads} threads, {args.steps} steps per arm")
 
     tps = {a: [] for a in args.arms}
+    steady = {a: [] for a in args.arms if a != "bare"}
     order = list(args.arms)
     for r in range(args.rounds):
         for arm in order:
@@ -124,15 +143,21 @@ def main() -> None:
             if arm == "bare":
                 real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id)
             else:
-                real, sec = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss",
-                                  token_metrics=arm == "stage_trl_metrics")
+                real, sec, clock = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss",
+                                         token_metrics=arm == "stage_trl_metrics", compile=arm == "stage_compiled")
+                (t0, n0), (t1, n1) = clock.marks[min(args.warm, len(clock.marks) - 2)], clock.marks[-1]
+                steady[arm].append((n1 - n0) / (t1 - t0))
             tps[arm].append(real / sec)
-            print(f"round {r + 1} {arm}: {real:,} real tokens in {sec:.1f} s = {real / sec:,.0f} tok/s", flush=True)
+            print(f"round {r + 1} {arm}: {real:,} real tokens in {sec:.1f} s = {real / sec:,.0f} tok/s"
+                  + (f" (from step {args.warm}: {steady[arm][-1]:,.0f})" if arm in steady else ""), flush=True)
         order.reverse()
     for a in args.arms:
         ratio = statistics.median(x / y for x, y in zip(tps[a], tps["bare"])) if "bare" in tps else float("nan")
         print(f"{a}_real_tokens_per_s: {statistics.median(tps[a]):,.0f} ({ratio:.2f}x bare; range "
               f"{min(tps[a]):,.0f}-{max(tps[a]):,.0f})")
+        if a in steady:
+            sr = (statistics.median(x / y for x, y in zip(steady[a], tps["bare"])) if "bare" in tps else float("nan"))
+            print(f"{a}_from_step_{args.warm}_real_tokens_per_s: {statistics.median(steady[a]):,.0f} ({sr:.2f}x bare)")
 
 
 if __name__ == "__main__":

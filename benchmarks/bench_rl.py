@@ -21,12 +21,23 @@ and was stopped): the same GRPO run with TRL's
 own generation path (``GRPOTrainer._generate_single_turn``: one left-padded ``generate`` call over
 the whole generation batch) in place of the shared sampler (``lib.sampling.generate_ids``: prompts
 sorted by length, batches of 64). Prints ``name: value (ratio vs baseline)``.
+
+``--bare``: the update against its bare limit, on the very batches the trainer trained on. The
+trainer's update is the step minus generation and checking (reference and policy log-probs, loss,
+backward, optimizer step, TRL's bookkeeping); the bare GRPO step on each captured batch is one
+policy forward, one reference forward without gradients, the per-token loss
+(``-exp(logp - logp.detach()) * advantage + beta * KL``, each sequence's mean, then the batch mean),
+backward and an AdamW step. ``--model DIR`` starts from a trained checkpoint (and its tokenizer)
+instead of a scratch model, so completions have the stage's lengths:
+
+    .venv/bin/python benchmarks/bench_rl.py --model outputs/tiny/05_rollout_dpo/model --bare --steps 4 --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 
 import pandas as pd  # noqa: E402
@@ -52,6 +63,53 @@ class TRLGenerateTrainer(rl.RecipeGRPOTrainer):
         return out
 
 
+class CapturingTrainer(rl.RecipeGRPOTrainer):
+    """The recipe's trainer, keeping a copy of every batch its loss is computed on (for ``--bare``)."""
+
+    captured: list[dict] = []
+
+    def _compute_loss(self, model, inputs):
+        CapturingTrainer.captured.append({k: v.detach().clone() for k, v in inputs.items()
+                                          if isinstance(v, torch.Tensor)})
+        return super()._compute_loss(model, inputs)
+
+
+def bare_grpo_step(model, ref, batch: dict, opt, *, beta: float, temperature: float) -> None:
+    """One bare GRPO update on a batch as TRL builds it (left-padded prompts, completions, masks,
+    advantages): policy forward, reference forward, per-token loss, backward, AdamW step."""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    n_prompt, comp = batch["prompt_ids"].size(1), batch["completion_ids"]
+    cm = batch["completion_mask"].float()
+
+    def logps(m):
+        logits = m(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, n_prompt - 1:-1] / temperature
+        return logits.log_softmax(-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+
+    lp = logps(model)
+    per_token = -torch.exp(lp - lp.detach()) * batch["advantages"].unsqueeze(1)
+    if beta > 0:
+        with torch.no_grad():
+            ref_lp = logps(ref)
+        per_token = per_token + beta * (torch.exp(ref_lp - lp) - (ref_lp - lp) - 1)
+    loss = ((per_token * cm).sum(1) / cm.sum(1).clamp(min=1)).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def run_bare(base, batches: list[dict], section) -> float:
+    """Seconds of bare GRPO updates over ``batches`` (a fresh copy of ``base``; the reference is ``base``)."""
+    import copy
+
+    model, ref = copy.deepcopy(base).train(), copy.deepcopy(base).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=section.lr)
+    t0 = time.perf_counter()
+    for b in batches:
+        bare_grpo_step(model, ref, b, opt, beta=section.beta, temperature=section.temperature_start)
+    return time.perf_counter() - t0
+
+
 def run(arm: str, base, tok, prompts, section, verifier, seed: int) -> dict:
     import copy
 
@@ -59,6 +117,9 @@ def run(arm: str, base, tok, prompts, section, verifier, seed: int) -> dict:
     saved = rl.RecipeGRPOTrainer
     if arm == "trl_generate":
         rl.RecipeGRPOTrainer = TRLGenerateTrainer  # run_grpo builds whatever this name holds
+    elif arm == "capture":
+        CapturingTrainer.captured = []
+        rl.RecipeGRPOTrainer = CapturingTrainer
     try:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
@@ -94,6 +155,8 @@ def main():
     ap.add_argument("--params", default="tiny", help="params/NAME.yaml: model architecture and rl section")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trl-generate", action="store_true", help="also run the (slow) TRL-generation baseline")
+    ap.add_argument("--bare", action="store_true", help="the update against a bare GRPO step on the same batches")
+    ap.add_argument("--model", type=Path, help="a trained checkpoint to start from (default: a scratch model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import datasets
@@ -106,19 +169,24 @@ def main():
 
     P = load(PARAMS_DIR / f"{args.params}.yaml")
     ps = problems.generate(400, seed=0, split="train")
-    tok = train_tokenizer([chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps],
-                          P.model.vocab_size)
-    torch.manual_seed(0)
-    base = build_scratch(P.model, tok)
+    if args.model:
+        from lib import model as modellib
+        base, tok = modellib.load(args.model, device=torch.device("cpu"))
+    else:
+        tok = train_tokenizer([chat.user_content(p.problem) + "\n" + problems.cot_solution(p) for p in ps],
+                              P.model.vocab_size)
+        torch.manual_seed(0)
+        base = build_scratch(P.model, tok)
     section = P.rl.model_copy(update={"max_steps": args.steps, "checkpoint_every": 0})
     n_prompts = section.batch_size // section.num_generations * args.steps
     prompts = pd.DataFrame({"problem": [p.problem for p in ps[:n_prompts]], "answer": [p.answer for p in ps[:n_prompts]]})
-    print(f"model: {sum(p.numel() for p in base.parameters()):,} params ({args.params}.yaml architecture, random init), "
+    print(f"model: {sum(p.numel() for p in base.parameters()):,} params "
+          f"({args.model or f'{args.params}.yaml architecture, random init'}), "
           f"{torch.get_num_threads()} threads; rl: {section.batch_size} completions/step "
           f"({section.num_generations} per prompt), max {section.max_length} new tokens, beta {section.beta}, "
           f"loss {section.loss_type}, {args.steps} steps, plain GRPO")
 
-    arms = ["shared_sampler"] + (["trl_generate"] if args.trl_generate else [])
+    arms = ["capture" if args.bare else "shared_sampler"] + (["trl_generate"] if args.trl_generate else [])
     res = {}
     with Verifier(workers=P.verify.workers) as verifier:
         verifier.check("1", "1")  # worker start-up and math-verify imports: not part of any step
@@ -129,8 +197,18 @@ def main():
                   f"{t.get('generate_s', 0):.1f}, reward_s {t.get('reward_s', 0):.2f}, run_grpo wall "
                   f"{res[arm]['wall_s']:.1f} s, mean completion {res[arm]['mean_completion_tokens']:.0f} tokens",
                   flush=True)
-            if arm == "shared_sampler":
+            if arm in ("shared_sampler", "capture"):
                 step, gen, tps = breakdown(res[arm], section.batch_size)
+            if arm == "capture":
+                batches = list(CapturingTrainer.captured)
+                t = res[arm]["timings"]
+                update = (t["step_s"] - t["generate_s"] - t.get("reward_s", 0)) / max(int(t["steps"]), 1)
+                bare_s = run_bare(base, batches, section) / args.steps
+                rows = sum(int(b["completion_ids"].size(0)) for b in batches) / args.steps
+                width = sum(int(b["prompt_ids"].size(1) + b["completion_ids"].size(1)) for b in batches) / len(batches)
+                print(f"bare_grpo_update_seconds: {bare_s:.2f} s per step [baseline] ({len(batches)} batches, "
+                      f"{rows:.0f} sequences per step, mean width {width:.0f} tokens)")
+                print(f"rl_update_vs_bare: {bare_s / update:.2f}x (stage update {update:.2f} s per step)", flush=True)
 
     if "trl_generate" in res:
         b = res["trl_generate"]["timings"]

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--nll", type=float, default=0.0)
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="the trainer's seed (data order); the dev problems and sampling seeds stay the run's")
     ap.add_argument("--dev", type=int, default=400)
     ap.add_argument("--dev-samples", type=int, default=4)
     a = ap.parse_args(argv)
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
         pairs = pairs[[problems.arithmetic_slips(t)[1] == 0 for t in pairs["chosen"]]].reset_index(drop=True)
     section = P.dpo.model_copy(update={"lr": a.lr, "epochs": a.epochs, "beta": a.beta, "max_steps": -1})
     t0 = time.perf_counter()
-    train_and_save(a.run, pairs, section, out, nll=a.nll)
+    train_and_save(a.run, pairs, section, out, nll=a.nll, train_seed=a.train_seed)
     train_s = time.perf_counter() - t0
     seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
     dev = dev_items(a.dev, seed + 7919, seen, P)
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
     d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
     dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
     result = {"name": a.name, "pairs": len(pairs), "pairs_before_filter": n_all, "verified_chosen": a.verified_chosen,
-              "lr": a.lr, "epochs": a.epochs, "beta": a.beta, "nll": a.nll, "train_s": round(train_s, 1),
+              "lr": a.lr, "epochs": a.epochs, "beta": a.beta, "nll": a.nll, "train_seed": a.train_seed,
+              "train_s": round(train_s, 1),
               "dev_before": {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"]},
               "dev_after": {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"]},
               "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict()}

@@ -43,8 +43,9 @@ def make_pairs(run: Path, temperature: float, n_problems: int, out: Path) -> Non
     pairs.to_parquet(out)
 
 
-def train_and_save(run: Path, pairs, section, out: Path, nll: float = 0.0) -> None:
-    """DPO from the run's SFT model on ``pairs`` with the params ``dpo`` ``section``; saves ``out/model``."""
+def train_and_save(run: Path, pairs, section, out: Path, nll: float = 0.0, train_seed: int | None = None) -> None:
+    """DPO from the run's SFT model on ``pairs`` with the params ``dpo`` ``section``; saves ``out/model``.
+    ``train_seed``: the trainer's seed (data order) when not the run's; the held-out split keeps the run's."""
     import torch
     P = params.load(TINY)
     train_pairs, held = dpo.split_heldout(pairs, section.heldout_share, seed=P.run.seed)
@@ -52,7 +53,8 @@ def train_and_save(run: Path, pairs, section, out: Path, nll: float = 0.0) -> No
     model, tok = modellib.load(sft, device="cpu")
     ref, _ = modellib.load(sft, device="cpu")
     model.train()
-    cfg = dpo.dpo_config(section, out / "trainer", device=torch.device("cpu"), dtype=torch.float32, seed=P.run.seed)
+    cfg = dpo.dpo_config(section, out / "trainer", device=torch.device("cpu"), dtype=torch.float32,
+                         seed=P.run.seed if train_seed is None else train_seed)
     if nll > 0:
         cfg.loss_type, cfg.loss_weights = ["sigmoid", "sft"], [1.0, nll]
     stats = dpo.fit_dpo(model, ref, tok, train_pairs, held, cfg)

@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dev", type=int, default=400, help="dev problems")
     ap.add_argument("--dev-samples", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], metavar="rl.KEY=VALUE")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="GRPO's seed (its sampling and order); the dev problems, the stream and the dev sampling "
+                         "seeds stay the run's")
     a = ap.parse_args(argv)
     P = params.load("params/tiny.yaml", a.set)
     R, seed = P.rl, P.run.seed
@@ -105,14 +108,15 @@ def main(argv=None) -> int:
         t1 = time.perf_counter()
         trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps, "reward": a.reward}),
                                        out / "training", verifier=verifier, device=torch.device("cpu"),
-                                       dtype=torch.float32, seed=seed, tricks=True, resume=False)
+                                       dtype=torch.float32, seed=seed if a.train_seed is None else a.train_seed,
+                                       tricks=True, resume=False)
         train_s = time.perf_counter() - t1
         _, after = dev_eval(trainer.model, tok, dev, verifier, a.dev_samples, seed)
     d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
     dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
     curve = rl.step_curve(summary)
     groups = summary["groups"]
-    result = {"name": a.name, "set": a.set, "reward": a.reward, "source": "pool" if a.pool else "stream",
+    result = {"name": a.name, "set": a.set, "train_seed": a.train_seed, "reward": a.reward, "source": "pool" if a.pool else "stream",
               "steps": a.steps, "selection": selection, "train_s": round(train_s, 1),
               "total_s": round(time.perf_counter() - t0, 1),
               "cell_pass_rate": {f"{dd} L{lv}": round(float(r), 3) for (dd, lv), r in cell_rate.items()},
