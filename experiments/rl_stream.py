@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dev", type=int, default=400, help="dev problems")
     ap.add_argument("--dev-samples", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], metavar="rl.KEY=VALUE")
+    ap.add_argument("--refill", type=int, default=0, metavar="ROUNDS",
+                    help="replace all-equal groups by mixed groups of new stream problems, up to ROUNDS extra "
+                         "generation rounds per step (DAPO's dynamic sampling; lib.rl.run_grpo refill_prompts)")
     ap.add_argument("--train-seed", type=int, default=None,
                     help="GRPO's seed (its sampling and order); the dev problems, the stream and the dev sampling "
                          "seeds stay the run's")
@@ -105,11 +108,18 @@ def main(argv=None) -> int:
         else:
             prompts = stream(cells, n_prompts, seed + 31337, seen | {d["problem"] for d in dev})
             selection = {"cells": [f"{d} L{lv}" for d, lv in cells], "distinct_prompts": int(prompts.problem.nunique())}
+        refill = None
+        if a.refill:
+            if a.pool:
+                raise SystemExit("--refill draws from the stream's cells; it does not combine with --pool")
+            refill = stream(cells, a.steps * R.batch_size // R.num_generations * a.refill, seed + 271828,
+                            seen | {d["problem"] for d in dev} | set(prompts["problem"]))
+            selection["refill_prompts"] = len(refill)
         t1 = time.perf_counter()
         trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps, "reward": a.reward}),
                                        out / "training", verifier=verifier, device=torch.device("cpu"),
                                        dtype=torch.float32, seed=seed if a.train_seed is None else a.train_seed,
-                                       tricks=True, resume=False)
+                                       tricks=True, resume=False, refill_prompts=refill, refill_rounds=max(a.refill, 1))
         train_s = time.perf_counter() - t1
         _, after = dev_eval(trainer.model, tok, dev, verifier, a.dev_samples, seed)
     d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
@@ -126,6 +136,7 @@ def main(argv=None) -> int:
                             "lucky": after["lucky_share"]},
               "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict(),
               "filtered_group_share": sum(g["filtered_groups"] for g in groups) / max(sum(g["groups"] for g in groups), 1),
+              "refilled_groups": sum(g.get("refilled_groups", 0) for g in groups),
               "reward_counts": summary["reward_counts"], "reward_by_step": curve["reward"].round(3).tolist()}
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     print(json.dumps({k: v for k, v in result.items() if k not in ("cell_pass_rate",)}, default=str))

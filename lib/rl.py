@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -276,6 +276,59 @@ def logprob_temperature(model) -> float | None:
     return fn.__closure__[fn.__code__.co_freevars.index("temperature")].cell_contents
 
 
+def all_equal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per group of ``group_size`` consecutive rewards: are they all equal (max - min < 1e-6)?"""
+    r = rewards.view(-1, group_size)
+    return (r.max(dim=1).values - r.min(dim=1).values) < 1e-6
+
+
+_LEFT_PADDED = {"prompt_ids", "prompt_mask"}
+_RIGHT_PADDED = {"completion_ids", "completion_mask", "ref_per_token_logps", "old_per_token_logps",
+                 "sampling_per_token_logps", "tool_mask", "importance_sampling_ratio"}
+_PER_ROW = {"advantages"}
+
+
+def _pad_to(t: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    if t.size(1) >= width:
+        return t
+    pad = t.new_full((t.size(0), width - t.size(1)) + tuple(t.shape[2:]), value)
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
+
+
+def replace_group_rows(out: dict, extra: dict, slot: int, donor: int, group_size: int, *, pad_token_id: int) -> dict:
+    """``out`` (a scored generation batch as TRL's ``_generate_and_score_completions`` returns it) with
+    group ``slot``'s rows replaced by group ``donor`` of ``extra``. Prompts are left-padded and
+    completions right-padded to the wider of the two batches; ``num_items_in_batch`` is recounted.
+    Raises ``NotImplementedError`` naming a per-row field it does not know how to merge."""
+    n = out["completion_ids"].size(0)
+    dst, src = slice(slot * group_size, (slot + 1) * group_size), slice(donor * group_size, (donor + 1) * group_size)
+    merged = dict(out)
+    for key, value in out.items():
+        other = extra.get(key)
+        if isinstance(value, list) and len(value) == n:
+            raise NotImplementedError(f"cannot refill groups: per-row list '{key}' (multimodal batches) is not merged")
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.size(0) != n:
+            continue
+        if not isinstance(other, torch.Tensor):
+            raise NotImplementedError(f"cannot refill groups: the refill batch has no tensor '{key}'")
+        if key in _LEFT_PADDED or key in _RIGHT_PADDED:
+            left = key in _LEFT_PADDED
+            fill = pad_token_id if key.endswith("_ids") else 0
+            width = max(value.size(1), other.size(1))
+            value, other = _pad_to(value, width, fill, left), _pad_to(other, width, fill, left)
+            value = value.clone()
+            value[dst] = other[src].to(value.dtype)
+        elif key in _PER_ROW:
+            value = value.clone()
+            value[dst] = other[src].to(value.dtype)
+        else:
+            raise NotImplementedError(f"cannot refill groups: unknown per-row field '{key}' of TRL's batch")
+        merged[key] = value
+    if "num_items_in_batch" in merged and isinstance(merged["num_items_in_batch"], torch.Tensor):
+        merged["num_items_in_batch"] = merged["completion_mask"].sum().to(merged["num_items_in_batch"].dtype)
+    return merged
+
+
 # ============================================================================ the trainer
 class RecipeGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with balanced groups, all-equal-group exclusion, a temperature
@@ -289,14 +342,23 @@ class RecipeGRPOTrainer(GRPOTrainer):
       the sampling temperature and the log-probability temperature (:meth:`set_temperature`).
     - :attr:`temperature_log`: (global step, sampling T, log-prob T) of every generation.
     - :attr:`timings`: seconds spent generating, checking (reward) and in the whole step.
+    - ``refill`` (DAPO-style dynamic sampling): an iterator of new prompt rows (``{"prompt",
+      "answer"}`` as :func:`to_dataset` makes them). After a generation batch is scored, each group
+      whose rewards are all equal is replaced by a mixed group sampled from new prompts, up to
+      ``refill_rounds`` extra generation rounds per step (one process only). :attr:`group_log`
+      counts the groups refilled; the reward function's per-call records of a step are merged.
     """
 
     def __init__(self, *args, balance: bool = False, drop_all_equal: bool = False,
                  temperature_schedule: Callable[[int, int], float] | None = None,
-                 sampler_batch_size: int = 64, **kwargs):
+                 sampler_batch_size: int = 64, refill: Iterator[dict] | None = None, refill_rounds: int = 1,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.balance = balance
         self.drop_all_equal = drop_all_equal
+        self.refill = refill
+        self.refill_rounds = refill_rounds
+        self._generation_round = 0
         self.temperature_schedule = temperature_schedule
         self.sampler_batch_size = sampler_batch_size
         self._last_rewards: torch.Tensor | None = None
@@ -348,7 +410,8 @@ class RecipeGRPOTrainer(GRPOTrainer):
 
             with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                              gather_deepspeed3_params=self.args.ds3_gather_for_generation) as m:
-                seed = (self.args.seed * 1_000_003 + self.state.global_step) * 97 + self.accelerator.process_index
+                seed = ((self.args.seed * 1_000_003 + self.state.global_step) * 97 + self.accelerator.process_index
+                        + 7_919 * self._generation_round)  # refill rounds draw fresh streams; round 0 as before
                 gens = sampling.generate_ids(
                     m, [list(p) for p in prompt_ids], eos_token_id=self._tokenizer.eos_token_id,
                     pad_token_id=self._tokenizer.pad_token_id, temperature=self.generation_config.temperature,
@@ -370,15 +433,63 @@ class RecipeGRPOTrainer(GRPOTrainer):
         self._last_rewards = r  # gathered over processes, one column per reward function
         return r
 
+    def _combined_rewards(self) -> torch.Tensor:
+        weights = self.reward_weights.to(self._last_rewards.device)
+        return (self._last_rewards * weights.unsqueeze(0)).nansum(dim=1)
+
+    def _refill_all_equal(self, out: dict, rewards: torch.Tensor) -> tuple[dict, torch.Tensor, int]:
+        """Replace all-equal groups of ``out`` by mixed groups of new prompts (see the class docstring)."""
+        g, filled = self.num_generations, 0
+        reward_fn = next((f for f in self.reward_funcs if isinstance(f, VerifiableReward)), None)
+        n_calls = len(reward_fn.calls) if reward_fn is not None else 0
+        for round_ in range(1, self.refill_rounds + 1):
+            equal = all_equal_groups(rewards, g)
+            if not bool(equal.any()):
+                break
+            rows = []
+            for _ in range(int(equal.sum())):
+                try:
+                    rows.append(next(self.refill))
+                except StopIteration:
+                    break
+            if not rows:
+                break
+            self._generation_round = round_
+            try:
+                extra = super()._generate_and_score_completions([r for r in rows for _ in range(g)])
+            finally:
+                self._generation_round = 0
+            extra_rewards = self._combined_rewards()
+            donors = torch.nonzero(~all_equal_groups(extra_rewards, g)).flatten().tolist()
+            slots = torch.nonzero(equal).flatten().tolist()
+            for slot, donor in zip(slots, donors):
+                out = replace_group_rows(out, extra, slot, donor, g, pad_token_id=self._tokenizer.pad_token_id)
+                rewards = rewards.clone()
+                rewards[slot * g:(slot + 1) * g] = extra_rewards[donor * g:(donor + 1) * g]
+                filled += 1
+        if reward_fn is not None and len(reward_fn.calls) > n_calls:  # one record per step, as step_curve reads
+            merged = reward_fn.calls[n_calls - 1]
+            for c in reward_fn.calls[n_calls:]:
+                for k in merged:
+                    merged[k] += c[k]
+            del reward_fn.calls[n_calls:]
+        return out, rewards, filled
+
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         if not self.model.training or self._last_rewards is None:
             return out
-        weights = self.reward_weights.to(self._last_rewards.device)
-        rewards = (self._last_rewards * weights.unsqueeze(0)).nansum(dim=1)
+        rewards = self._combined_rewards()
         g = self.num_generations
-        equal = ((rewards.view(-1, g).max(1).values - rewards.view(-1, g).min(1).values) < 1e-6)
-        record = {"step": self.state.global_step, "groups": int(equal.numel()), "all_equal_groups": int(equal.sum())}
+        refilled = 0
+        if self.refill is not None:
+            if self.accelerator.num_processes > 1:
+                raise NotImplementedError("refilling all-equal groups runs on one process; set no refill (or "
+                                          "rl.accelerate_config: null)")
+            out, rewards, refilled = self._refill_all_equal(out, rewards)
+        equal = all_equal_groups(rewards, g)
+        record = {"step": self.state.global_step, "groups": int(equal.numel()), "all_equal_groups": int(equal.sum()),
+                  "refilled_groups": refilled}
         if self.balance or self.drop_all_equal:
             gen = torch.Generator().manual_seed(self.args.seed * 7919 + self.state.global_step)
             keep = balance_mask(rewards, g, balance=self.balance, drop_all_equal=self.drop_all_equal, generator=gen)
@@ -515,11 +626,14 @@ def to_dataset(prompts: pd.DataFrame):
 
 def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verifier, device, dtype, seed: int,
              tricks: bool, tracker: HeldoutTracker | None = None, use_vllm: bool = False,
-             resume: bool = True) -> tuple[RecipeGRPOTrainer, dict]:
+             resume: bool = True, refill_prompts: pd.DataFrame | None = None,
+             refill_rounds: int = 1) -> tuple[RecipeGRPOTrainer, dict]:
     """Train ``model`` with GRPO on ``prompts``; ``tricks`` switches balancing and annealing on.
 
     With ``tricks=False`` this is plain GRPO: TRL's behaviour for groups, constant temperature
-    ``temperature_start``. Returns the trainer and a summary (reward counts, timings, logs).
+    ``temperature_start``. ``refill_prompts`` (``problem, answer``): new prompts that replace
+    all-equal groups, DAPO-style (:class:`RecipeGRPOTrainer`'s ``refill``), each used at most once.
+    Returns the trainer and a summary (reward counts, timings, logs).
     """
 
     anneal = tricks and section.temperature_annealing
@@ -543,7 +657,8 @@ def run_grpo(model, tokenizer, prompts: pd.DataFrame, section, out_dir, *, verif
         model=model, args=cfg, reward_funcs=[reward], train_dataset=to_dataset(prompts),
         processing_class=tokenizer, callbacks=[tracker] if tracker else None,
         balance=tricks and section.rebalance, drop_all_equal=tricks and section.rebalance,
-        temperature_schedule=schedule)
+        temperature_schedule=schedule,
+        refill=iter(to_dataset(refill_prompts)) if refill_prompts is not None else None, refill_rounds=refill_rounds)
     trainer.add_callback(progress.callback())
     ckpt = last_checkpoint(out_dir) if resume else None
     start = time.perf_counter()

@@ -575,3 +575,69 @@ def test_cons_comparison_leaves_out_arms_without_a_step_zero():
     table = rl.cons_comparison({"resumed": resumed, "other": other})
     assert table["comparison"].tolist() == ["other: step 20 - step 0", "resumed - other at step 20"]
     assert table.iloc[1]["mean"] == pytest.approx(-0.5)
+
+
+def test_all_equal_groups_by_hand():
+    r = torch.tensor([1., 1, 1, -1, -1, -1, 0.5, 0.5])
+    assert rl.all_equal_groups(r, 2).tolist() == [True, False, True, True]
+    assert rl.all_equal_groups(r, 4).tolist() == [False, False]
+
+
+def test_replace_group_rows_repads_prompts_left_and_completions_right():
+    pad = 0
+    out = {"prompt_ids": torch.tensor([[7, 8], [7, 8], [5, 6], [5, 6]]), "prompt_mask": torch.ones(4, 2, dtype=torch.long),
+           "completion_ids": torch.tensor([[1, 2], [3, 0], [4, 0], [4, 4]]),
+           "completion_mask": torch.tensor([[1, 1], [1, 0], [1, 0], [1, 1]]),
+           "ref_per_token_logps": torch.full((4, 2), -1.0), "advantages": torch.tensor([1., -1, 0, 0]),
+           "num_items_in_batch": torch.tensor(6.0)}
+    extra = {"prompt_ids": torch.tensor([[0, 9, 9], [0, 9, 9], [3, 3, 3], [3, 3, 3]]),
+             "prompt_mask": torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]]),
+             "completion_ids": torch.tensor([[2], [2], [6], [6]]),
+             "completion_mask": torch.tensor([[1], [1], [1], [1]]),
+             "ref_per_token_logps": torch.full((4, 1), -2.0), "advantages": torch.tensor([0., 0, 0.7, -0.7]),
+             "num_items_in_batch": torch.tensor(4.0)}
+    merged = rl.replace_group_rows(out, extra, slot=1, donor=1, group_size=2, pad_token_id=pad)
+    # group 0 kept, left-padded to the wider prompt; group 1 is extra's group 1
+    assert merged["prompt_ids"].tolist() == [[0, 7, 8], [0, 7, 8], [3, 3, 3], [3, 3, 3]]
+    assert merged["prompt_mask"].tolist() == [[0, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1]]
+    assert merged["completion_ids"].tolist() == [[1, 2], [3, 0], [6, 0], [6, 0]]
+    assert merged["completion_mask"].tolist() == [[1, 1], [1, 0], [1, 0], [1, 0]]
+    assert merged["ref_per_token_logps"].tolist() == [[-1, -1], [-1, -1], [-2, 0], [-2, 0]]
+    assert merged["advantages"].tolist() == pytest.approx([1, -1, 0.7, -0.7])
+    assert float(merged["num_items_in_batch"]) == 5.0
+    assert out["completion_ids"].tolist()[2] == [4, 0]  # the input batch is not changed in place
+    with pytest.raises(NotImplementedError, match="unknown per-row field 'mystery'"):
+        rl.replace_group_rows({**out, "mystery": torch.zeros(4)}, {**extra, "mystery": torch.zeros(4)}, 0, 0, 2,
+                              pad_token_id=pad)
+
+
+def test_refill_replaces_all_equal_groups_with_mixed_groups_of_new_prompts(smoke_params, tiny_model, tiny_tokenizer,
+                                                                          tmp_path):
+    """Prompts whose reward is -1 whatever the model writes (all-equal groups) are replaced by new
+    prompts whose completions score by the parity of their length (mixed groups): the step then
+    trains; without refill every group is left out and the weights do not move."""
+    def parity(prompts=None, completions=None, answer=None, **kwargs):
+        return [-1.0 if a == "same" else (1.0 if len(rl.VerifiableReward.text_of(c)) % 2 else -1.0)
+                for a, c in zip(answer, completions)]
+    parity.__name__ = "parity"
+    ps = _prompts()
+    section = _section(smoke_params, max_steps=1, beta=0.0)
+    results = {}
+    for refill in (False, True):
+        model = copy.deepcopy(tiny_model)
+        before = [p.detach().clone() for p in model.parameters()]
+        cfg = rl.grpo_config(section, tmp_path / str(refill), device=torch.device("cpu"), dtype=torch.float32, seed=0,
+                             temperature=1.0)
+        new = rl.to_dataset(ps.assign(answer="mixed"))
+        trainer = rl.RecipeGRPOTrainer(model=model, args=cfg, reward_funcs=[parity],
+                                       train_dataset=rl.to_dataset(ps.assign(answer="same")),
+                                       processing_class=tiny_tokenizer, balance=True, drop_all_equal=True,
+                                       refill=iter(new) if refill else None, refill_rounds=2)
+        trainer.train()
+        moved = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+        results[refill] = (trainer.group_log[0], moved)
+    log, moved = results[False]
+    assert log["refilled_groups"] == 0 and log["filtered_groups"] == log["groups"] == 2 and moved == 0
+    log, moved = results[True]
+    assert log["refilled_groups"] == 2 and log["all_equal_groups"] == 0 and log["filtered_groups"] == 0
+    assert moved > 0
