@@ -324,9 +324,6 @@ def packed_trainer(model, tokenizer, rows: list[dict], cfg: SFTConfig, callbacks
     args = dataclasses.replace(cfg, packing=False, padding_free=False, remove_unused_columns=False,
                                dataset_kwargs={"skip_prepare_dataset": True})
     datasets.disable_progress_bars()
-    from lib.training import match_compile_state  # lib.training imports this module
-
-    match_compile_state(args)
     trainer = PackedSFTTrainer(model=model, args=args, train_dataset=rows_dataset(packed),
                                processing_class=tokenizer, data_collator=collator, callbacks=callbacks)
     return trainer, stats

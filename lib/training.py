@@ -250,6 +250,7 @@ def fit_packed(model, tokenizer, rows: list[dict], cfg: SFTConfig, resume: bool 
     ``tokens_seen`` counts real (non-pad) tokens. Packing is deterministic, so a resumed run
     sees the same rows.
     """
+    match_compile_state(cfg)
     trainer, stats = packed_trainer(model, tokenizer, rows, cfg, callbacks, mask=mask, keep_eos=keep_eos)
     return {**run_trainer(trainer, resume), "packing": stats.as_dict()}
 
