@@ -166,6 +166,12 @@ def select_prompts(probed: pd.DataFrame, *, prompt_optimization: bool, max_lengt
 
 
 # ============================================================================ trick 2: balanced groups
+def all_equal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per group of ``group_size`` consecutive rewards: are they all equal (max - min < 1e-6)?"""
+    r = rewards.view(-1, group_size)
+    return (r.max(dim=1).values - r.min(dim=1).values) < 1e-6
+
+
 def balance_mask(rewards: torch.Tensor, group_size: int, *, balance: bool, drop_all_equal: bool,
                  generator: torch.Generator | None = None, correct_above: float = 0.0) -> torch.Tensor:
     """Which completions of a generation batch take part in the update (bool, same shape).
@@ -182,8 +188,7 @@ def balance_mask(rewards: torch.Tensor, group_size: int, *, balance: bool, drop_
     r = rewards.detach().float().cpu().view(-1, group_size)
     keep = torch.ones_like(r, dtype=torch.bool)
     if drop_all_equal:
-        equal = (r.max(dim=1).values - r.min(dim=1).values) < 1e-6
-        keep[equal] = False
+        keep[all_equal_groups(r, group_size)] = False
     if balance:
         for g in range(r.size(0)):
             correct = r[g] > correct_above
@@ -274,12 +279,6 @@ def logprob_temperature(model) -> float | None:
         return None
     fn = fns[0]
     return fn.__closure__[fn.__code__.co_freevars.index("temperature")].cell_contents
-
-
-def all_equal_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Per group of ``group_size`` consecutive rewards: are they all equal (max - min < 1e-6)?"""
-    r = rewards.view(-1, group_size)
-    return (r.max(dim=1).values - r.min(dim=1).values) < 1e-6
 
 
 _LEFT_PADDED = {"prompt_ids", "prompt_mask"}
@@ -462,9 +461,9 @@ class RecipeGRPOTrainer(GRPOTrainer):
             extra_rewards = self._combined_rewards()
             donors = torch.nonzero(~all_equal_groups(extra_rewards, g)).flatten().tolist()
             slots = torch.nonzero(equal).flatten().tolist()
+            rewards = rewards.clone()
             for slot, donor in zip(slots, donors):
                 out = replace_group_rows(out, extra, slot, donor, g, pad_token_id=self._tokenizer.pad_token_id)
-                rewards = rewards.clone()
                 rewards[slot * g:(slot + 1) * g] = extra_rewards[donor * g:(donor + 1) * g]
                 filled += 1
         if reward_fn is not None and len(reward_fn.calls) > n_calls:  # one record per step, as step_curve reads
