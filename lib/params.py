@@ -248,8 +248,9 @@ class Train(Section):
         "off for the tiny model, which does not lack memory.")
     compile: bool = Field(False, description="torch.compile the model for training (the Trainer's torch_compile: "
         "inductor, on CPU and GPU); the same steps, rounded differently. The first step pays the compilation "
-        "(~1 min on a 2-core CPU) and a batch of a new shape can pay it again. Off for tiny: on its mid-training, "
-        "TRL's fused LM head keeps the compiled step from being faster (benchmarks/README.md).")
+        "(~13 s for tiny's mid-training on a quiet 2-core CPU, more for small padded batches of changing shape). "
+        "Off for tiny: its steady mid-training step was 1.02-1.22x faster, but mid-training's checkpoint is chaotic "
+        "in rounding, so turning it on redraws the table (benchmarks/README.md).")
 
 
 class BasePretrain(Train):
