@@ -28,9 +28,12 @@ backward, optimizer step, TRL's bookkeeping); the bare GRPO step on each capture
 policy forward, one reference forward without gradients, the per-token loss
 (``-exp(logp - logp.detach()) * advantage + beta * KL``, each sequence's mean, then the batch mean),
 backward and an AdamW step. ``--model DIR`` starts from a trained checkpoint (and its tokenizer)
-instead of a scratch model, so completions have the stage's lengths:
+instead of a scratch model, so completions have the stage's lengths. Two trainer arms run on the
+same prompts and seeds: ``capture_entropy`` (TRL's fused head computing each token's entropy for its
+``entropy`` metric, as before 2026-12-03) and ``capture`` (the default: log-probabilities only, bit
+for bit the same weights); each is printed against the bare step on the captured batches:
 
-    .venv/bin/python benchmarks/bench_rl.py --model outputs/tiny/05_rollout_dpo/model --bare --steps 4 --threads 2
+    .venv/bin/python benchmarks/bench_rl.py --model outputs/tiny/05_rollout_dpo/model --bare --steps 4 --threads 2 --rounds 2
 """
 from __future__ import annotations
 
@@ -67,6 +70,10 @@ class CapturingTrainer(rl.RecipeGRPOTrainer):
     """The recipe's trainer, keeping a copy of every batch its loss is computed on (for ``--bare``)."""
 
     captured: list[dict] = []
+    token_entropy = False  # True: TRL's head computing each token's entropy for its metric (the old path)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, token_entropy=type(self).token_entropy, **kwargs)
 
     def _compute_loss(self, model, inputs):
         CapturingTrainer.captured.append({k: v.detach().clone() for k, v in inputs.items()
@@ -117,8 +124,9 @@ def run(arm: str, base, tok, prompts, section, verifier, seed: int) -> dict:
     saved = rl.RecipeGRPOTrainer
     if arm == "trl_generate":
         rl.RecipeGRPOTrainer = TRLGenerateTrainer  # run_grpo builds whatever this name holds
-    elif arm == "capture":
+    elif arm in ("capture", "capture_entropy"):
         CapturingTrainer.captured = []
+        CapturingTrainer.token_entropy = arm == "capture_entropy"
         rl.RecipeGRPOTrainer = CapturingTrainer
     try:
         with tempfile.TemporaryDirectory() as out:
@@ -156,6 +164,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trl-generate", action="store_true", help="also run the (slow) TRL-generation baseline")
     ap.add_argument("--bare", action="store_true", help="the update against a bare GRPO step on the same batches")
+    ap.add_argument("--rounds", type=int, default=1, help="--bare: rounds of the two trainer arms, alternating order")
     ap.add_argument("--model", type=Path, help="a trained checkpoint to start from (default: a scratch model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,8 +195,11 @@ def main():
           f"({section.num_generations} per prompt), max {section.max_length} new tokens, beta {section.beta}, "
           f"loss {section.loss_type}, {args.steps} steps, plain GRPO")
 
-    arms = ["capture" if args.bare else "shared_sampler"] + (["trl_generate"] if args.trl_generate else [])
-    res = {}
+    # --bare alternates the two trainer arms (--rounds times), so neither always runs first (cold)
+    arms = (["capture_entropy", "capture", "capture", "capture_entropy"] * args.rounds)[:2 * args.rounds] \
+        if args.bare else ["shared_sampler"]
+    arms += ["trl_generate"] if args.trl_generate else []
+    res, ratios = {}, {}
     with Verifier(workers=P.verify.workers) as verifier:
         verifier.check("1", "1")  # worker start-up and math-verify imports: not part of any step
         for arm in arms:
@@ -197,9 +209,9 @@ def main():
                   f"{t.get('generate_s', 0):.1f}, reward_s {t.get('reward_s', 0):.2f}, run_grpo wall "
                   f"{res[arm]['wall_s']:.1f} s, mean completion {res[arm]['mean_completion_tokens']:.0f} tokens",
                   flush=True)
-            if arm in ("shared_sampler", "capture"):
+            if arm in ("shared_sampler", "capture", "capture_entropy"):
                 step, gen, tps = breakdown(res[arm], section.batch_size)
-            if arm == "capture":
+            if arm.startswith("capture"):
                 batches = list(CapturingTrainer.captured)
                 t = res[arm]["timings"]
                 update = (t["step_s"] - t["generate_s"] - t.get("reward_s", 0)) / max(int(t["steps"]), 1)
@@ -208,7 +220,13 @@ def main():
                 width = sum(int(b["prompt_ids"].size(1) + b["completion_ids"].size(1)) for b in batches) / len(batches)
                 print(f"bare_grpo_update_seconds: {bare_s:.2f} s per step [baseline] ({len(batches)} batches, "
                       f"{rows:.0f} sequences per step, mean width {width:.0f} tokens)")
-                print(f"rl_update_vs_bare: {bare_s / update:.2f}x (stage update {update:.2f} s per step)", flush=True)
+                what = "with TRL's entropy metric" if arm == "capture_entropy" else "the default, no entropy pass"
+                print(f"rl_update_vs_bare[{arm}]: {bare_s / update:.2f}x (stage update {update:.2f} s per step, "
+                      f"{what})", flush=True)
+                ratios.setdefault(arm, []).append(bare_s / update)
+    for arm, r in ratios.items():
+        print(f"rl_update_vs_bare_median[{arm}]: {sorted(r)[len(r) // 2]:.2f}x over {len(r)} rounds "
+              f"({', '.join(f'{x:.2f}' for x in r)})")
 
     if "trl_generate" in res:
         b = res["trl_generate"]["timings"]

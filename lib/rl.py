@@ -34,8 +34,10 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
 
 from lib import chat, evaluation, metrics, problems, progress, sampling
 from lib.training import last_checkpoint, match_compile_state, train_guarded, trainer_kwargs
@@ -341,6 +343,12 @@ class RecipeGRPOTrainer(GRPOTrainer):
       the sampling temperature and the log-probability temperature (:meth:`set_temperature`).
     - :attr:`temperature_log`: (global step, sampling T, log-prob T) of every generation.
     - :attr:`timings`: seconds spent generating, checking (reward) and in the whole step.
+    - ``token_entropy`` (off by default): TRL's fused LM head also computes every completion token's
+      entropy, for its ``entropy`` metric only when no entropy bonus or high-entropy mask is set (the
+      recipe sets neither). Off, the head is re-added asking for log-probabilities only and the metric
+      is not logged: the loss and the gradients are bit for bit TRL's (the head's log-probabilities do
+      not depend on which extra fields it computes; ``tests/test_rl.py``), with one full-vocabulary
+      pass less per step. With an entropy bonus or mask TRL's path is kept whatever this says.
     - ``refill`` (DAPO-style dynamic sampling): an iterator of new prompt rows (``{"prompt",
       "answer"}`` as :func:`to_dataset` makes them). After a generation batch is scored, each group
       whose rewards are all equal is replaced by a mixed group sampled from new prompts, up to
@@ -351,8 +359,15 @@ class RecipeGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, balance: bool = False, drop_all_equal: bool = False,
                  temperature_schedule: Callable[[int, int], float] | None = None,
                  sampler_batch_size: int = 64, refill: Iterator[dict] | None = None, refill_rounds: int = 1,
-                 **kwargs):
+                 token_entropy: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        # TRL needs each token's entropy only for a bonus, a high-entropy mask, or its metric
+        self._lean_entropy = (not token_entropy and self.top_entropy_quantile >= 1.0
+                              and not getattr(self, "_entropy_bonus_enabled", True))
+        if self._lean_entropy:
+            add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model,
+                              temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
+                              outputs=("log_probs",))
         self.balance = balance
         self.drop_all_equal = drop_all_equal
         self.refill = refill
@@ -511,7 +526,22 @@ class RecipeGRPOTrainer(GRPOTrainer):
         self.group_log.append(record)
         return out
 
+    # ---------------------------------------------------------------- loss
+    def _get_per_token_logps_and_entropies(self, *args, compute_entropy=False, **kwargs):
+        if not (self._lean_entropy and compute_entropy):
+            return super()._get_per_token_logps_and_entropies(*args, compute_entropy=compute_entropy, **kwargs)
+        # _compute_loss asks for entropies; with neither bonus nor mask they feed only the metric,
+        # which _compute_loss removes again (zeros stand in so TRL's arithmetic runs unchanged)
+        logps, _, aux_loss = super()._get_per_token_logps_and_entropies(*args, compute_entropy=False, **kwargs)
+        return logps, torch.zeros_like(logps), aux_loss
+
     def _compute_loss(self, model, inputs):
+        loss = self._compute_loss_of_kept_rows(model, inputs)
+        if self._lean_entropy:  # the stand-in zeros are not a measured entropy
+            self._metrics["train" if model.training else "eval"].pop("entropy", None)
+        return loss
+
+    def _compute_loss_of_kept_rows(self, model, inputs):
         rows = inputs["completion_mask"].sum(dim=1) > 0
         if bool(rows.all()):
             return super()._compute_loss(model, inputs)

@@ -641,3 +641,33 @@ def test_refill_replaces_all_equal_groups_with_mixed_groups_of_new_prompts(smoke
     log, moved = results[True]
     assert log["refilled_groups"] == 2 and log["all_equal_groups"] == 0 and log["filtered_groups"] == 0
     assert moved > 0
+
+
+def test_grpo_without_token_entropy_trains_bit_for_bit_as_trl(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
+    """TRL's fused head computes each token's entropy only for its metric here (no bonus, no mask):
+    asking for log-probabilities alone gives the same weights to the bit, under a changing
+    temperature (both heads follow it) and a reference model; only TRL's path logs an entropy."""
+    def parity(prompts=None, completions=None, answer=None, **kwargs):
+        return [1.0 if len(rl.VerifiableReward.text_of(c)) % 2 else -1.0 for c in completions]
+    parity.__name__ = "parity"
+    section = _section(smoke_params, max_steps=2, beta=0.05)
+    tiny_model.save_pretrained(tmp_path / "start")  # TRL builds the KL reference from the policy's path
+    runs = {}
+    for token_entropy in (True, False):
+        model = copy.deepcopy(tiny_model)
+        model.config._name_or_path = str(tmp_path / "start")
+        cfg = rl.grpo_config(section, tmp_path / str(token_entropy), device=torch.device("cpu"), dtype=torch.float32,
+                             seed=0, temperature=1.0)
+        trainer = rl.RecipeGRPOTrainer(model=model, args=cfg, reward_funcs=[parity],
+                                       train_dataset=rl.to_dataset(_prompts()), processing_class=tiny_tokenizer,
+                                       temperature_schedule=lambda step, steps: 1.0 - 0.2 * step,
+                                       token_entropy=token_entropy)
+        trainer.train()
+        assert trainer._lean_entropy is (not token_entropy)
+        assert [t for _, _, t in trainer.temperature_log] == pytest.approx([1.0, 0.8])  # the log-prob head followed
+        runs[token_entropy] = (model, [r for r in trainer.state.log_history if "loss" in r])
+    (full, full_log), (lean, lean_log) = runs[True], runs[False]
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), lean.state_dict().values()))
+    assert any((a != b).any() for a, b in zip(full.state_dict().values(), tiny_model.state_dict().values()))
+    assert [r["loss"] for r in full_log] == [r["loss"] for r in lean_log]
+    assert all("entropy" in r for r in full_log) and not any("entropy" in r for r in lean_log)
