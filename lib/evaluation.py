@@ -282,6 +282,51 @@ def quick_accuracy(model, tokenizer, items: list, verifier: Verifier, *, max_new
     return df, summary
 
 
+def heldout_key(items: list, verify_section, device, *, max_new_tokens: int, **quick) -> dict:
+    """What a :func:`quick_accuracy` result depends on besides the weights: the problems and their
+    answers, the generation settings, the checker's settings, and where it ran (device type and CPU
+    threads, which can change rounding and so a greedy token). ``{"key": hash of all that but the
+    token budget, "max_new_tokens": the budget}``: a stage records it with its final result, and the
+    next stage takes that result as its "before" (:func:`upstream_heldout`) instead of evaluating
+    the same checkpoint again."""
+    import hashlib
+    import json
+
+    import torch
+
+    payload = {"items": [[str(p.id), p.problem, str(p.answer)] for p in items], "quick": quick,
+               "verify": verify_section.model_dump(mode="json"), "device": torch.device(device).type,
+               "threads": torch.get_num_threads(), "torch": torch.__version__}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return {"key": digest, "max_new_tokens": int(max_new_tokens)}
+
+
+def upstream_heldout(upstream_dir: Path, key: dict) -> dict | None:
+    """The held-out summary the upstream stage measured on its final model (``heldout_after`` in its
+    metrics.json) when it holds for ``key`` (:func:`heldout_key`); else None.
+
+    It holds when everything but the token budget is the same and either the budgets are equal or
+    the upstream's was smaller and every greedy answer finished within it (a larger budget then
+    decodes the same tokens and stops at the same step). Valid because a stage saves the model it
+    evaluated as its checkpoint and the next stage loads that checkpoint unchanged (the manifest
+    checks its files on reuse); ``tests/test_evaluation.py`` checks that a reloaded checkpoint gives
+    the same greedy answers."""
+    import json
+
+    path = Path(upstream_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    after, theirs = m.get("heldout_after"), m.get("heldout_after_key")
+    if not (isinstance(after, dict) and isinstance(theirs, dict) and theirs.get("key") == key["key"]):
+        return None
+    budget = theirs.get("max_new_tokens")
+    if budget == key["max_new_tokens"] or (isinstance(budget, int) and budget < key["max_new_tokens"]
+                                           and after.get("finished_share") == 1.0):
+        return after
+    return None
+
+
 def eos_rate(model, tokenizer, items: list, *, n: int, temperature: float, top_p: float, max_new_tokens: int,
              batch_size: int, seed: int) -> float:
     """Share of *sampled* answers that end with EOS within ``max_new_tokens`` (whether a model

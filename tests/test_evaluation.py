@@ -358,3 +358,92 @@ def test_a_stage_measures_itself_on_the_synthetic_split_or_on_a_real_set(tiny_mo
     assert summary["n"] == 3 and summary["by_level"].keys() <= {4}
     with pytest.raises(evaluation.NoHeldoutSetError, match=r"\['synthetic', 'gpqa_diamond'\] has none"):
         evaluation.heldout_spec(real, P.Eval(benchmarks=["synthetic", "gpqa_diamond"]))
+
+
+def test_heldout_key_changes_with_everything_a_greedy_result_depends_on(smoke_params):
+    import torch
+
+    from lib import problems
+
+    items = problems.generate(6, seed=0, split="test", levels=[1])
+    quick = dict(max_new_tokens=16, batch_size=4, seed=0)
+    key = evaluation.heldout_key(items, smoke_params.verify, "cpu", **quick)
+    assert key == evaluation.heldout_key(list(items), smoke_params.verify, torch.device("cpu"), **quick)
+    assert key["max_new_tokens"] == 16
+    assert evaluation.heldout_key(items, smoke_params.verify, "cpu", **{**quick, "max_new_tokens": 17})["key"] \
+        == key["key"]  # the budget is compared apart (upstream_heldout)
+    changed_answer = [items[0].__class__(**{**items[0].__dict__, "answer": "999999"})] + items[1:]
+    others = [evaluation.heldout_key(items[:5], smoke_params.verify, "cpu", **quick),
+              evaluation.heldout_key(changed_answer, smoke_params.verify, "cpu", **quick),
+              evaluation.heldout_key(items, smoke_params.verify, "cpu", **{**quick, "batch_size": 5}),
+              evaluation.heldout_key(items, smoke_params.verify, "cpu", **{**quick, "seed": 1}),
+              evaluation.heldout_key(items, smoke_params.verify.model_copy(update={"timeout_s": 99.0}), "cpu", **quick),
+              evaluation.heldout_key(items, smoke_params.verify, "cuda", **quick)]
+    assert len({key["key"], *(o["key"] for o in others)}) == 7
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads != 1 else 2)
+        assert evaluation.heldout_key(items, smoke_params.verify, "cpu", **quick)["key"] != key["key"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_upstream_heldout_is_taken_only_under_the_same_key_and_a_budget_that_cannot_differ(tmp_path):
+    def upstream(finished_share, budget, key="abc"):
+        after = {"accuracy": 0.5, "n": 4, "finished_share": finished_share}
+        (tmp_path / "metrics.json").write_text(json.dumps({"heldout_after": after, "heldout_after_key":
+                                                           {"key": key, "max_new_tokens": budget}}))
+        return after
+
+    after = upstream(0.75, 256)
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abc", "max_new_tokens": 256}) == after
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abd", "max_new_tokens": 256}) is None
+    # a larger budget here: the same tokens only if every upstream answer finished within its budget
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abc", "max_new_tokens": 300}) is None
+    after = upstream(1.0, 192)
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abc", "max_new_tokens": 256}) == after
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abc", "max_new_tokens": 128}) is None  # a smaller one: never
+    assert evaluation.upstream_heldout(tmp_path / "missing", {"key": "abc", "max_new_tokens": 192}) is None
+    (tmp_path / "metrics.json").write_text(json.dumps({"heldout_after": after}))  # a stage that records no key
+    assert evaluation.upstream_heldout(tmp_path, {"key": "abc", "max_new_tokens": 192}) is None
+
+
+def test_a_larger_budget_gives_the_same_greedy_result_when_every_answer_finished(tiny_model, tiny_tokenizer,
+                                                                                 verifier):
+    """The rule upstream_heldout relies on, checked on a model that does stop: once every greedy
+    answer ends with EOS within a budget, a larger budget decodes the same answers."""
+    import copy
+
+    import torch
+
+    from lib import problems
+
+    items = problems.generate(10, seed=0, split="test", levels=[1])
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # make EOS likely early on: answers of a few tokens, all finished
+        model.get_output_embeddings().weight[tiny_tokenizer.eos_token_id] += 0.2
+    short_records, short = evaluation.quick_accuracy(model, tiny_tokenizer, items, verifier, max_new_tokens=24,
+                                                     batch_size=4, seed=0)
+    assert short["finished_share"] == 1.0 and short_records["n_tokens"].max() > 8
+    long_records, long = evaluation.quick_accuracy(model, tiny_tokenizer, items, verifier, max_new_tokens=64,
+                                                   batch_size=4, seed=0)
+    assert long == short and long_records["completion"].tolist() == short_records["completion"].tolist()
+
+
+def test_a_saved_and_reloaded_checkpoint_gives_the_same_greedy_result(tiny_model, tiny_tokenizer, verifier, tmp_path):
+    """What lets a stage take its "before" from the stage that saved its start checkpoint: the
+    reloaded model answers every problem with the same tokens as the model that was saved."""
+    import torch
+
+    from lib import model as modellib
+    from lib import problems
+
+    items = problems.generate(12, seed=0, split="test", levels=[1, 2])
+    quick = dict(max_new_tokens=24, batch_size=5, seed=0)
+    modellib.save(tiny_model, tiny_tokenizer, tmp_path / "model")
+    reloaded, tok = modellib.load(tmp_path / "model", device=torch.device("cpu"))
+    saved_records, saved = evaluation.quick_accuracy(tiny_model, tiny_tokenizer, items, verifier, **quick)
+    reloaded_records, again = evaluation.quick_accuracy(reloaded.eval(), tok, items, verifier, **quick)
+    assert saved == again
+    assert saved_records["completion"].tolist() == reloaded_records["completion"].tolist()
+    assert saved_records["n_tokens"].sum() > 0
