@@ -313,7 +313,9 @@ def upstream_heldout(upstream_dir: Path, key: dict) -> dict | None:
     the same greedy answers."""
     import json
 
-    path = Path(upstream_dir) / "metrics.json"
+    from lib.artifacts import METRICS
+
+    path = Path(upstream_dir) / METRICS
     if not path.exists():
         return None
     m = json.loads(path.read_text())
