@@ -170,6 +170,19 @@ def _write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def child_env(environ: dict | None = None) -> dict:
+    """The environment of a launched training process: this checkout first on ``PYTHONPATH``.
+
+    The caller's own ``PYTHONPATH`` entries are kept after it: packages installed with
+    ``pip install --target`` (a cluster's module system, a GPU box's carried wheels) are found only
+    through them, and a child without them fails at its first import (seen on the first GPU run).
+    """
+    env = dict(os.environ if environ is None else environ)
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *rest])
+    return env
+
+
 def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool = False,
            accelerate_config: str | None = None, dtype: str = "auto", task: str = "sft", eval_rows=None,
            extra: dict | None = None) -> dict:
@@ -193,7 +206,7 @@ def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool 
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)] + cmd
     else:
         cmd = [sys.executable] + cmd
-    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(cmd, cwd=ROOT, env=child_env())
     if r.returncode != 0:
         raise RuntimeError(f"training subprocess failed with exit code {r.returncode}: {' '.join(cmd)}")
     return json.loads((out / "train_stats.json").read_text())

@@ -144,3 +144,20 @@ def test_rl_arm_runs_in_two_processes_and_the_command_equals_the_notebook_path(s
     print(f"2 processes: kept completions per step {kept}, reward counts {s_two['reward_counts']}, "
           f"max |weight change| {moved:.2e}")
     assert (moved > 0) == (sum(kept) > 0)
+
+
+def test_launched_process_keeps_the_callers_pythonpath_after_this_checkout(tmp_path):
+    """A package found only through the caller's PYTHONPATH (pip --target) is importable in the child."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "carried_pkg_marker.py").write_text("WHERE = 'carried'\n")
+    env = launch.child_env({"PATH": os.environ.get("PATH", ""),
+                                "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    parts = env["PYTHONPATH"].split(os.pathsep)
+    assert parts == [str(ROOT), str(tmp_path)]  # the checkout first, once; the caller's entry kept
+    out = subprocess.run([sys.executable, "-c", "import carried_pkg_marker, lib; print(carried_pkg_marker.WHERE)"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "carried"
+    assert launch.child_env({})["PYTHONPATH"] == str(ROOT)

@@ -2,6 +2,7 @@
 
     make gpu-check                      # = .venv/bin/python tools/gpu_check.py
     .venv/bin/python tools/gpu_check.py [--params params/rehearsal.yaml] [--only 00 03] [--device cpu]
+                                        [--name gpu-check-<time>]   # continue that run (with --only)
 
 1. Every stage of ``--params`` (default: ``params/rehearsal.yaml``, the real-scale path at CPU
    size: hub-schema files, a served teacher/judge/tagger, launched training; ~5 minutes on 2 CPU
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="cpu: rehearse this script without a GPU (bf16 off)")
     ap.add_argument("--skip-bench", action="store_true", help="do not run benchmarks/bench_gpu.py")
+    ap.add_argument("--name", help="the run folder under outputs/ (default gpu-check-<time>); with --only, an "
+                                   "earlier check's folder to continue from its finished stages")
     args = ap.parse_args(argv)
 
     import torch
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); install a CUDA build of "
               "torch on a GPU machine, or pass --device cpu to rehearse the script", file=sys.stderr)
         return 2
-    name = f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}"
     out_root = ROOT / "outputs"
     import importlib.util
 
