@@ -34,6 +34,25 @@ from lib import curriculum, evaluation, metrics, params, problems, rl, sampling
 from lib import model as modellib
 
 
+class PartialCreditReward(rl.VerifiableReward):
+    """Per-statement partial credit: +1 for a right answer whose every arithmetic statement is true;
+    a right answer with false statements gets ``1 - false/statements`` (0 when all are false); a wrong
+    or undecided answer gets ``-1 + 0.5 * true/statements`` (-1 without statements). So completions
+    that reach the same verdict are still ranked by how much of their arithmetic holds."""
+
+    def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
+        super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)  # counts, calls
+        checks = self.verifier.check_many([(a, self.text_of(c)) for a, c in zip(answer, completions)])
+        out = []
+        for ch, c in zip(checks, completions):
+            n, bad = problems.arithmetic_slips(self.text_of(c))
+            if ch.equal is True:
+                out.append(1.0 if bad == 0 else 1.0 - bad / n)
+            else:
+                out.append(-1.0 + (0.5 * (n - bad) / n if n else 0.0))
+        return out
+
+
 def dev_items(n: int, seed: int, exclude: set[str], P) -> list[dict]:
     return curriculum.dev_problems(n, seed, exclude, domains=P.problems.domains, levels=P.problems.levels)
 
@@ -64,7 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--run", type=Path, required=True, help="a run folder with 02_tag_data and 05_rollout_dpo")
     ap.add_argument("--name", default="variant")
     ap.add_argument("--out", type=Path, default=Path("/tmp/rl_stream"))
-    ap.add_argument("--reward", choices=["answer", "verified"], default="answer")
+    ap.add_argument("--reward", choices=["answer", "verified", "partial"], default="answer",
+                    help="partial: PartialCreditReward below (an experiment, not a params choice)")
     ap.add_argument("--pool", action="store_true", help="the stage's probed, filtered pool instead of a fresh stream")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--low", type=float, default=0.2)
@@ -116,7 +136,10 @@ def main(argv=None) -> int:
                             seen | {d["problem"] for d in dev} | set(prompts["problem"]))
             selection["refill_prompts"] = len(refill)
         t1 = time.perf_counter()
-        trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps, "reward": a.reward}),
+        if a.reward == "partial":
+            rl.VerifiableReward = PartialCreditReward  # run_grpo builds its reward from this name
+        reward = "answer" if a.reward == "partial" else a.reward
+        trainer, summary = rl.run_grpo(model, tok, prompts, R.model_copy(update={"max_steps": a.steps, "reward": reward}),
                                        out / "training", verifier=verifier, device=torch.device("cpu"),
                                        dtype=torch.float32, seed=seed if a.train_seed is None else a.train_seed,
                                        tricks=True, resume=False, refill_prompts=refill, refill_rounds=max(a.refill, 1))
