@@ -11,6 +11,8 @@ Each stage runs into ``outputs/<run>/<NN_stage>/`` (executed notebook included).
 whose manifest fingerprint matches its current inputs (params, notebook code, upstream
 stages) is skipped; ``--force`` reruns the selected stages anyway. A failing stage stops the
 run and names the executed notebook that holds the error. One line per stage on stdout.
+Ctrl-C or SIGTERM (``timeout``, a batch scheduler) stops the run: the served checkpoint and the
+stage's kernel are ended, finished stages are kept, the exit code is 128 + the signal number.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -242,6 +245,36 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
     return t_end - t0
 
 
+class Interrupted(KeyboardInterrupt):
+    """The runner was told to stop (SIGTERM from ``timeout``, a batch scheduler, ``kill``)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # once: a second SIGTERM must not cut the cleanup short
+    raise Interrupted(signum)
+
+
+def stop_children(timeout_s: float = 10.0) -> int:
+    """Terminate this process's remaining child processes (stage kernels, training launchers),
+    SIGKILL after ``timeout_s``; returns how many there were. An interrupted papermill run does not
+    always shut its kernel down, and an orphaned kernel would go on training."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for c in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            c.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout_s)
+    for c in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            c.kill()
+    return len(children)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.recipe", description=__doc__.split("\n\n")[0])
     ap.add_argument("params", nargs="?", help="params YAML file, e.g. params/tiny.yaml")
@@ -315,15 +348,29 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     shutil.copy(args.params, root / "params.yaml") if Path(args.params).is_file() else None
     t_all = time.time()
-    with contextlib.ExitStack() as stack:
-        if p.serve.checkpoint and any(a == "run" for _, a in steps):
-            try:
-                stack.enter_context(start_server(p, root))
-            except (FileNotFoundError, ServerError) as e:
-                print(f"error: serve: {e}", file=sys.stderr)
-                lock.__exit__(None, None, None)
-                return 1
-        code = run_steps(p, steps, kernel)
+    # SIGTERM (a time limit, a scheduler's notice) stops the run as Ctrl-C does: the server is
+    # stopped, the stage kernels are ended, finished stages stay finished.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        with contextlib.ExitStack() as stack:
+            if p.serve.checkpoint and any(a == "run" for _, a in steps):
+                try:
+                    stack.enter_context(start_server(p, root))
+                except (FileNotFoundError, ServerError) as e:
+                    print(f"error: serve: {e}", file=sys.stderr)
+                    lock.__exit__(None, None, None)
+                    return 1
+            code = run_steps(p, steps, kernel)
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        ended = stop_children()
+        lock.__exit__(None, None, None)
+        print(f"interrupted by {signal.Signals(signum).name} after {_fmt_elapsed(time.time() - t_all)}: finished "
+              f"stages are kept, the one that was running is not ({ended} child processes ended); run the "
+              "same command again to continue", file=sys.stderr, flush=True)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     lock.__exit__(None, None, None)
     if code:
         return code

@@ -53,3 +53,35 @@ def test_device_overrides_fit_the_launchers_to_the_gpus_and_use_vllm_when_there(
 
     for sets in (one, eight, cpu, smoke):  # every combination is a valid params set
         P.load(rehearsal, sets)
+
+
+def test_a_sigterm_is_passed_to_the_run_and_its_exit_awaited(tmp_path):
+    """A lease running out sends SIGTERM to gpu_check: the recipe gets it too (and can stop its
+    server), gpu_check waits for it and reports which signal stopped it, so the table is written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    child = tmp_path / "child.py"
+    child.write_text("import signal, sys, time, pathlib\n"
+                     f"def bye(n, f):\n    pathlib.Path({str(got)!r}).write_text('SIGTERM'); sys.exit(143)\n"
+                     "signal.signal(signal.SIGTERM, bye)\n"
+                     f"pathlib.Path({str(ready)!r}).write_text('1')\n"
+                     "time.sleep(60)\n")
+    driver = (f"import importlib.util, sys\nspec = importlib.util.spec_from_file_location('g', {str(ROOT / 'tools' / 'gpu_check.py')!r})\n"
+              "g = importlib.util.module_from_spec(spec); spec.loader.exec_module(g)\n"
+              f"print(g.run_forwarding_sigterm([sys.executable, {str(child)!r}], g.ROOT))\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the child never started"
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert time.time() - t0 < 20  # it did not wait out the child's 60 s sleep
+    assert got.read_text() == "SIGTERM"
+    assert out.strip() == "(143, 'SIGTERM')"
+    assert proc.returncode == 0

@@ -246,3 +246,39 @@ def test_git_state_runs_the_clean_filter_once_not_on_every_call(tmp_path):
     assert len(count.read_text().splitlines()) == 1  # once in all, not once per git_state call
     (repo / "a.ipynb").write_text('{"changed": 1}\n')
     assert artifacts.git_state(repo)["dirty"] is True
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_cleanly_and_leaves_no_process(tmp_path):
+    """A time limit's SIGTERM mid-stage, on the rehearsal (a served checkpoint + a stage kernel): exit
+    143 with a message, neither the `transformers serve` process nor the kernel left running (before
+    the handler, the server outlived the runner and kept its port), no manifest for the interrupted
+    stage, and the run folder not left locked: the same command then runs the stage."""
+    import signal
+    import time
+
+    import psutil
+
+    args = ["params/rehearsal.yaml", "--only", "00", "--set", f"run.output_root={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "lib.recipe", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    progress_file = tmp_path / "rehearsal" / "00_base_model" / artifacts.PROGRESS
+    deadline = time.time() + 300
+    while not (progress_file.is_file() and progress_file.stat().st_size) and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert progress_file.is_file(), "stage 00 never started"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    cmdlines = [" ".join(c.cmdline()) for c in children]
+    assert any("transformers" in c and "serve" in c for c in cmdlines), cmdlines
+    assert any("ipykernel" in c for c in cmdlines), cmdlines
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert "interrupted by SIGTERM" in err and "run the same command again" in err
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [" ".join(c.cmdline()) for c in alive]
+    assert artifacts.read_manifest(tmp_path / "rehearsal" / "00_base_model") is None
+    r = cli(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "✓ 00_base_model" in r.stdout

@@ -15,7 +15,9 @@
    ``transformers.generate`` when vLLM is installed).
 3. A table: stage, wall time, device, training backend, key metric; then the benchmark lines.
 
-Without CUDA it says so and exits 2 (``--device cpu`` rehearses the script itself on CPU).
+Without CUDA it says so and exits 2 (``--device cpu`` rehearses the script itself on CPU). A
+SIGTERM (a lease or a job's time running out) is passed on to the recipe, which stops its server
+and kernels; the table of the stages that finished is still written.
 Nothing in CI depends on it. Output: ``outputs/gpu-check-<time>/gpu_check.md`` as well as the terminal.
 """
 from __future__ import annotations
@@ -58,6 +60,27 @@ def table(rows: list[dict], device: str) -> str:
 
 
 TRAINING = ("mid_train", "sft", "dpo", "rl")
+
+
+def run_forwarding_sigterm(cmd: list[str], cwd: Path) -> tuple[int, str | None]:
+    """Run ``cmd``; a SIGTERM to this process (a lease or job running out) is passed on to it, and
+    its exit awaited, so the report of the stages that finished is still written. Returns the exit
+    code and the signal's name when one stopped it."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=cwd)
+    stopped: list[str] = []
+
+    def forward(signum, frame):
+        stopped.append(signal.Signals(signum).name)
+        proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, (stopped[0] if stopped else None)
 
 
 def device_overrides(params_path: str | Path, device: str, n_gpus: int, vllm: bool) -> list[str]:
@@ -113,19 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "lib.recipe", args.params, *sets] + (["--only", *args.only] if args.only else [])
     print("gpu-check:", " ".join(cmd), flush=True)
     t0 = time.time()
-    recipe = subprocess.run(cmd, cwd=ROOT)
+    returncode, stopped_by = run_forwarding_sigterm(cmd, ROOT)
     wall = time.time() - t0
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    report = [f"# gpu-check {name}", "", f"`{' '.join(cmd[1:])}`: exit {recipe.returncode}, {wall:.0f} s", "",
+    how = f"stopped by {stopped_by}, exit" if stopped_by else "exit"
+    report = [f"# gpu-check {name}", "", f"`{' '.join(cmd[1:])}`: {how} {returncode}, {wall:.0f} s", "",
               table(stage_rows(out_root / name), device)]
-    if not args.skip_bench:
+    if not args.skip_bench and not stopped_by:
         bench = subprocess.run([sys.executable, "benchmarks/bench_gpu.py"], cwd=ROOT, capture_output=True, text=True)
         report += ["", "## benchmarks/bench_gpu.py", "", "```", (bench.stdout + bench.stderr[-2000:]).strip(), "```"]
     text = "\n".join(report) + "\n"
     (out_root / name).mkdir(parents=True, exist_ok=True)
     (out_root / name / "gpu_check.md").write_text(text)
     print(text)
-    return recipe.returncode
+    return returncode
 
 
 if __name__ == "__main__":
