@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
     # SIGTERM (a time limit, a scheduler's notice) stops the run as Ctrl-C does: the server is
     # stopped, the stage kernels are ended, finished stages stay finished.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
         with contextlib.ExitStack() as stack:
             if p.serve.checkpoint and any(a == "run" for _, a in steps):
@@ -370,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
               "same command again to continue", file=sys.stderr, flush=True)
         return 128 + int(signum)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     lock.__exit__(None, None, None)
     if code:
         return code
