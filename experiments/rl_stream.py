@@ -41,12 +41,12 @@ class PartialCreditReward(rl.VerifiableReward):
     that reach the same verdict are still ranked by how much of their arithmetic holds."""
 
     def __call__(self, prompts=None, completions=None, answer=None, **kwargs) -> list[float]:
-        super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)  # counts, calls
-        checks = self.verifier.check_many([(a, self.text_of(c)) for a, c in zip(answer, completions)])
+        # the answer-only verdicts (and the counts): +1 right, the wrong/undecided values (< 0) otherwise
+        verdicts = super().__call__(prompts=prompts, completions=completions, answer=answer, **kwargs)
         out = []
-        for ch, c in zip(checks, completions):
+        for v, c in zip(verdicts, completions):
             n, bad = problems.arithmetic_slips(self.text_of(c))
-            if ch.equal is True:
+            if v > 0:
                 out.append(1.0 if bad == 0 else 1.0 - bad / n)
             else:
                 out.append(-1.0 + (0.5 * (n - bad) / n if n else 0.0))

@@ -259,9 +259,9 @@ def _raise_interrupted(signum, frame):
 
 
 def stop_children(timeout_s: float = 10.0) -> int:
-    """Terminate this process's remaining child processes (stage kernels, training launchers),
-    SIGKILL after ``timeout_s``; returns how many there were. An interrupted papermill run does not
-    always shut its kernel down, and an orphaned kernel would go on training."""
+    """Terminate this process's remaining descendants (the stage's kernel and what it started:
+    training launchers, verifier workers), SIGKILL after ``timeout_s``; returns how many there were.
+    Left alone, they would run on until each noticed that its parent had gone."""
     import psutil
 
     children = psutil.Process().children(recursive=True)
