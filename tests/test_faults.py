@@ -21,6 +21,7 @@ import pytest
 
 from lib import artifacts, params as params_mod, recipe, rollouts as R, rl, stages, subsets, training
 from lib import model as modellib
+from lib.launch import child_env
 from lib.paths import PARAMS_DIR
 from tests import fault_driver
 
@@ -196,7 +197,7 @@ with artifacts.RunLock(sys.argv[1]):
 
 def hold_lock(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=child_env())
     assert proc.stdout.readline().strip() == b"held"
     return proc
 
@@ -316,7 +317,7 @@ def test_full_disk_during_a_checkpoint_then_rerun_equals_uninterrupted(tmp_path,
 def kill_and_resume(kind, kill_step, tmp_path):
     """Uninterrupted run in process; a subprocess SIGKILLed at ``kill_step``; the rerun in process."""
     full = fault_driver.run(kind, tmp_path / "full")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), training.KILL_ENV: f"step:{kill_step}"}
+    env = {**child_env(), training.KILL_ENV: f"step:{kill_step}"}
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "tests.fault_driver", kind, str(tmp_path / "cut")], cwd=ROOT,
                           env=env, capture_output=True, timeout=300)

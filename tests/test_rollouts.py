@@ -3,7 +3,6 @@ SIGKILL (even mid-write) gives exactly the rows of an uninterrupted run, bad row
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lib import problems as P
+from lib.launch import child_env
 from lib import rollouts as R
 from lib.teachers import EmbeddedTeacher
 from lib.judges import LLMJudge
@@ -99,7 +99,7 @@ def run_in_process(n_problems, shard_size, out, verifier):
 
 
 def spawn(n_problems, shard_size, out, kill_at=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()  # the checkout first, the caller's PYTHONPATH kept (lib.launch)
     env.pop(R.KILL_ENV, None)
     if kill_at:
         env[R.KILL_ENV] = kill_at
