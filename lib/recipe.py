@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -176,13 +177,21 @@ class ProgressWatcher:
             self.out.flush()
 
 
-def quiet_kernel_manager(log_path: Path):
+def quiet_kernel_manager(log_path: Path, ipc_dir: Path):
     """A kernel manager for papermill whose kernel talks over local IPC sockets (no unencrypted-TCP
     warning) and writes its own stderr (start-up and shutdown chatter, subprocess output) to
-    ``log_path`` instead of the runner's console. Cell outputs still go to the executed notebook."""
+    ``log_path`` instead of the runner's console. Cell outputs still go to the executed notebook.
+
+    The sockets live in ``ipc_dir`` (``kernel-<port>``). jupyter_client's default puts them in the
+    runner's working directory as ``kernel-ipc-<port>``, where every kernel that was not shut down
+    cleanly (a SIGTERM, a killed run) leaves one behind in the user's checkout. Unix socket paths
+    are limited to ~107 bytes, so ``ipc_dir`` should be short (a temporary directory)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class QuietKernelManager(AsyncKernelManager):
+        def _ip_default(self) -> str:
+            return str(Path(ipc_dir) / "kernel")
+
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             kw["stdout"] = kw["stderr"] = log_path.open("ab")
             return await super()._async_launch_kernel(kernel_cmd, **kw)
@@ -220,12 +229,13 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str) -> float:
         profile = None
     t0 = time.time()
     try:
-        with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log", profile=profile) as w:
+        with ProgressWatcher(stage.name, d / artifacts.PROGRESS, d / "progress.log", profile=profile) as w, \
+                tempfile.TemporaryDirectory(prefix="phi4mr-kernel-") as ipc_dir:
             pm.execute_notebook(
                 str(NOTEBOOKS_DIR / f"{stage.name}.ipynb"), str(out_nb),
                 parameters=params_mod.to_flat(p, stage.sections),
                 kernel_name=kernel, cwd=str(ROOT), progress_bar=False, log_output=False,
-                kernel_manager_class=quiet_kernel_manager(d / "kernel.log"),
+                kernel_manager_class=quiet_kernel_manager(d / "kernel.log", Path(ipc_dir)),
             )
     except pm.PapermillExecutionError as e:
         raise SystemExit(f"✗ {stage.name} failed after {_fmt_elapsed(time.time() - t0)}: {e.ename}: {e.evalue}\n"
@@ -376,11 +386,23 @@ def main(argv: list[str] | None = None) -> int:
     lock.__exit__(None, None, None)
     if code:
         return code
-    from lib import html_export  # nbconvert: imported when a run ends, not at every start
-
-    print(f"html report: {html_export.export_run(root)}", flush=True)
+    print(export_html(root), flush=True)
     print(f"done in {_fmt_elapsed(time.time() - t_all)}: {root}")
     return 0
+
+
+def export_html(root: Path) -> str:
+    """The run as HTML pages after its stages finished: the line to print. An export that fails (a
+    missing package, a notebook nbconvert cannot read) is reported with the command that retries it,
+    and does not turn a run whose stages all finished into a failed one."""
+    try:
+        from lib import html_export  # nbconvert: imported when a run ends, not at every start
+
+        return f"html report: {html_export.export_run(root)}"
+    except Exception as e:  # noqa: BLE001 -- reported in full below; the stages' results are unaffected
+        return (f"warning: the html report was not written ({type(e).__name__}: {e}); the results are in "
+                f"{root / 'REPORT.md'} and each stage's executed notebook; after fixing it, retry with: "
+                f"python -m lib.html_export {root}")
 
 
 def served_checkpoint(p: params_mod.Params) -> Path:

@@ -30,6 +30,20 @@ def test_rows_come_from_the_runner_profile_and_each_stage_metrics(tmp_path):
     assert "| 03_mid_train | 900 | NVIDIA H100 | transformers | 0.470 |" in text.splitlines()
 
 
+def test_a_stage_carried_from_a_cpu_run_is_not_labelled_with_the_gpu(tmp_path):
+    """A check that continues a run whose early stages ran on a CPU (``--name``) shows where each ran."""
+    for stage, device in [("05_rollout_dpo", "cpu"), ("06_rl", "cuda")]:
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "manifest.json").write_text(json.dumps(
+            {"elapsed_s": 10.0, "params": {"run": {"device": device, "name": "x"}}}))
+        (tmp_path / stage / "metrics.json").write_text(json.dumps({"heldout_accuracy": 0.0}))
+    rows = gpu_check.stage_rows(tmp_path)
+    assert [r["device"] for r in rows] == ["cpu", "cuda"]
+    lines = gpu_check.table(rows, "NVIDIA H200").splitlines()
+    assert "| 05_rollout_dpo | 10 | cpu |  | 0.000 |" in lines
+    assert "| 06_rl | 10 | NVIDIA H200 |  | 0.000 |" in lines
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_without_cuda_it_refuses_by_name(capsys):
     assert gpu_check.main([]) == 2

@@ -260,6 +260,7 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_no_process(tmp_path):
     import psutil
 
     args = ["params/rehearsal.yaml", "--only", "00", "--set", f"run.output_root={tmp_path}"]
+    sockets_before = set(ROOT.glob("kernel-ipc-*"))
     proc = subprocess.Popen([sys.executable, "-m", "lib.recipe", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     progress_file = tmp_path / "rehearsal" / "00_base_model" / artifacts.PROGRESS
@@ -279,6 +280,61 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_no_process(tmp_path):
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, [" ".join(c.cmdline()) for c in alive]
     assert artifacts.read_manifest(tmp_path / "rehearsal" / "00_base_model") is None
+    # the killed kernel's IPC sockets do not litter the checkout (jupyter_client's default place)
+    assert set(ROOT.glob("kernel-ipc-*")) == sockets_before
     r = cli(*args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "✓ 00_base_model" in r.stdout
+
+
+def test_kernel_sockets_live_in_the_given_folder_not_the_working_directory(tmp_path):
+    """jupyter_client puts IPC sockets at ./kernel-ipc-<port>; a kernel that is not shut down cleanly
+    leaves them in the user's checkout. The runner's kernel manager puts them under its own folder."""
+    cls = recipe.quiet_kernel_manager(tmp_path / "kernel.log", tmp_path / "ipc")
+    km = cls(kernel_name="python3")
+    assert km.transport == "ipc"
+    assert km.ip == str(tmp_path / "ipc" / "kernel")
+    # a manager built without the runner's class still defaults to the working directory
+    from jupyter_client.manager import AsyncKernelManager
+    assert AsyncKernelManager(kernel_name="python3", transport="ipc").ip == "kernel-ipc"
+
+
+def test_a_failed_html_export_is_a_warning_with_the_retry_command(tmp_path, monkeypatch):
+    """The HTML pages come after every stage finished: an export that fails (on the first GPU check,
+    a package missing from the device's image) is reported, and the run still counts as finished."""
+    from lib import html_export
+
+    def broken(run_dir):
+        raise ModuleNotFoundError("No module named 'mistune'")
+
+    monkeypatch.setattr(html_export, "export_run", broken)
+    line = recipe.export_html(tmp_path)
+    assert line.startswith("warning: the html report was not written (ModuleNotFoundError: No module named 'mistune')")
+    assert f"python -m lib.html_export {tmp_path}" in line and str(tmp_path / "REPORT.md") in line
+    monkeypatch.setattr(html_export, "export_run", lambda run_dir: tmp_path / "html" / "index.html")
+    assert recipe.export_html(tmp_path) == f"html report: {tmp_path / 'html' / 'index.html'}"
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_no_kernel_socket_in_the_checkout(tmp_path):
+    """SIGKILL (an out-of-memory kill, a lost job) gives the runner no chance to clean up. With
+    jupyter_client's default the stage kernel's five IPC sockets stayed in the checkout as
+    ./kernel-ipc-<port> (five per killed stage, measured before the fix); now they are in a
+    temporary folder."""
+    import signal
+    import time
+
+    sockets_before = set(ROOT.glob("kernel-ipc-*"))
+    proc = subprocess.Popen([sys.executable, "-m", "lib.recipe", "params/smoke.yaml", "--only", "00", "--set",
+                             f"run.output_root={tmp_path}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    progress_file = tmp_path / "smoke" / "00_base_model" / artifacts.PROGRESS
+    deadline = time.time() + 120
+    while not (progress_file.is_file() and progress_file.stat().st_size) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before its stage started"
+        time.sleep(0.2)
+    assert progress_file.is_file(), "stage 00 never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(2)  # the orphaned kernel notices its parent is gone
+    assert set(ROOT.glob("kernel-ipc-*")) == sockets_before

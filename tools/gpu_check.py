@@ -44,18 +44,23 @@ def stage_rows(run_dir: Path) -> list[dict]:
         key = next((metrics[k] for k in ("heldout_accuracy", "correct_share", "sft_rollouts", "final_pass1")
                     if k in metrics), None)
         wall = (profile.get(manifest.parent.name) or {}).get("wall_s", m.get("elapsed_s"))
-        rows.append({"stage": manifest.parent.name, "wall_s": wall,
+        ran_on = (m.get("params") or {}).get("run", {}).get("device")  # a stage carried from another machine
+        rows.append({"stage": manifest.parent.name, "wall_s": wall, "device": ran_on,
                      "backend": metrics.get("backend") or metrics.get("generation") or "",
                      "key_metric": key})
     return rows
 
 
 def table(rows: list[dict], device: str) -> str:
+    """The rows as markdown. ``device`` names this machine's accelerator; a row whose manifest says it
+    ran on another kind of device (a stage carried from a CPU run) shows that device instead."""
     lines = ["| stage | wall s | device | backend | key metric |", "|---|---|---|---|---|"]
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if isinstance(r["wall_s"], (int, float)) else "?"
         key = f"{r['key_metric']:.3f}" if isinstance(r["key_metric"], float) else str(r["key_metric"])
-        lines.append(f"| {r['stage']} | {wall} | {device} | {r['backend']} | {key} |")
+        ran_on = r.get("device")
+        shown = device if ran_on is None or ran_on == "cuda" or ran_on == device else ran_on
+        lines.append(f"| {r['stage']} | {wall} | {shown} | {r['backend']} | {key} |")
     return "\n".join(lines)
 
 
