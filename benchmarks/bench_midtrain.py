@@ -16,6 +16,8 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
   timed as :func:`lib.training.run_trainer` times it (``trainer.train()``).
   Its loss is TRL's (the fused LM head) without TRL's per-step entropy and token accuracy, the
   recipe's default (``lib.sft_trainer``: bit for bit TRL's loss and gradients).
+- ``stage_trl_head``: the default stage trainer with TRL's own tile function for the fused head
+  (``lib.sft_trainer.single_tile_head`` off): the default until 2026-12-04; the same bits, slower on a CPU.
 - ``stage_trl_metrics``: the same trainer running TRL's own ``compute_loss``, metrics included
   (``RecipeSFTTrainer.token_metrics = True``; the default until 2026-12-03).
 - ``stage_model_loss``: the same trainer with the model's own loss (``RecipeSFTTrainer.trl_loss =
@@ -33,6 +35,7 @@ ratios are medians of same-round ratios. Stop other jobs first: they share the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import sys
@@ -46,12 +49,12 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib import chat, model as modellib, packing, params as params_mod, training  # noqa: E402
+from lib import chat, model as modellib, packing, params as params_mod, sft_trainer, training  # noqa: E402
 from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare", "stage", "stage_trl_metrics", "stage_model_loss", "stage_compiled", "stage_model_loss_compiled",
-        "bare_compiled"]
+ARMS = ["bare", "stage", "stage_trl_head", "stage_trl_metrics", "stage_model_loss", "stage_compiled",
+        "stage_model_loss_compiled", "bare_compiled"]
 
 
 def section_for(P, steps: int, **update):
@@ -97,9 +100,11 @@ def bare(model, batches, lr: float, pad_id: int, compile: bool = False) -> tuple
 
 
 def stage(model, tok, rows, P, steps: int, trl_loss: bool, token_metrics: bool = False,
-          compile: bool = False) -> tuple[int, float, Clock]:
-    old = RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics
+          compile: bool = False, single_tile: bool = True) -> tuple[int, float, Clock]:
+    old = RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics, sft_trainer.single_tile_head
     RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = trl_loss, token_metrics
+    if not single_tile:
+        sft_trainer.single_tile_head = contextlib.nullcontext
     clock = Clock()
     try:
         with tempfile.TemporaryDirectory() as out:
@@ -108,7 +113,7 @@ def stage(model, tok, rows, P, steps: int, trl_loss: bool, token_metrics: bool =
             # fit(packing=True) is fit_packed; called directly for its callbacks
             stats = training.fit_packed(model, tok, rows, cfg, resume=False, callbacks=[clock])
     finally:
-        RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics = old
+        RecipeSFTTrainer.trl_loss, RecipeSFTTrainer.token_metrics, sft_trainer.single_tile_head = old
     assert stats["steps"] == steps, stats["steps"]
     return stats["tokens_seen"], stats["train_seconds"], clock
 
@@ -149,7 +154,8 @@ def main() -> None:
                 real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id, compile=arm == "bare_compiled")
             else:
                 real, sec, clock = stage(model, tok, rows, P, args.steps, trl_loss="model_loss" not in arm,
-                                         token_metrics=arm == "stage_trl_metrics", compile=arm.endswith("compiled"))
+                                         token_metrics=arm == "stage_trl_metrics", compile=arm.endswith("compiled"),
+                                         single_tile=arm != "stage_trl_head")
                 (t0, n0), (t1, n1) = clock.marks[min(args.warm, len(clock.marks) - 2)], clock.marks[-1]
                 steady[arm].append((n1 - n0) / (t1 - t0))
             tps[arm].append(real / sec)
@@ -158,8 +164,9 @@ def main() -> None:
         order.reverse()
     for a in args.arms:
         ratio = statistics.median(x / y for x, y in zip(tps[a], tps["bare"])) if "bare" in tps else float("nan")
+        rounds = ", ".join(f"{x / y:.2f}" for x, y in zip(tps[a], tps["bare"])) if "bare" in tps else "-"
         print(f"{a}_real_tokens_per_s: {statistics.median(tps[a]):,.0f} ({ratio:.2f}x bare; range "
-              f"{min(tps[a]):,.0f}-{max(tps[a]):,.0f})")
+              f"{min(tps[a]):,.0f}-{max(tps[a]):,.0f}; per round {rounds})")
         if a in steady:
             sr = (statistics.median(x / y for x, y in zip(steady[a], tps["bare"])) if "bare" in tps else float("nan"))
             print(f"{a}_from_step_{args.warm}_real_tokens_per_s: {statistics.median(steady[a]):,.0f} ({sr:.2f}x bare)")

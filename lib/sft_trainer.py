@@ -13,15 +13,20 @@ tokens and divided by ``num_items_in_batch``): the same quantity and the same gr
 float rounding (``tests/test_sft_trainer.py``, ``tests/test_packing.py``), without the fused
 head's CPU cost.
 
-Measured (``benchmarks/bench_midtrain.py``, tiny's mid-training rows, 2 threads, 60 steps x 3
-rounds, 2026-12-03), in real tokens/s against a bare loop on the same batches: TRL's path with
-its metrics 5,821 (0.75x), without them 6,484 (0.75x by median of same-round ratios; 1.11x the
-metrics path), the model's own loss 8,067 (0.98x). The model's own loss is the only one near the
-bare loop, but it is not bit for bit TRL's: an earlier whole ``make tiny`` with it moved the
-table by 12-15 points (final pass@1 41.2 instead of 56.7), and a study over three training
-seeds of mid-training alone (``LOG.md``, 2026-12-03) found a spread as large on TRL's path
-(greedy held-out 0.395-0.515) as the gap. The default stays TRL's path, which reproduces the
-README's table, until a whole-table study over seeds decides.
+On a CPU, TRL's head also recomputes its logits tile in the backward and folds it with about ten
+elementwise passes; :class:`SingleTileLogProb` does the same float operations without the exact
+identities and keeps the tile from the forward, bit for bit TRL's (``single_tile_head``, on by
+default in the loss path above).
+
+Measured (``benchmarks/bench_midtrain.py --steps 60 --rounds 5 --arms bare stage stage_trl_head``,
+tiny's mid-training rows, 2 threads, 2026-12-04), in real tokens/s against a bare loop on the same
+batches, the same-round ratios' median: the default **0.97x** (per round 0.93-1.00), TRL's own tile
+function 0.75x (0.74-0.77). So the default is 1.27x faster than TRL's head and trains the same bits
+(a whole ``make tiny`` with it gave byte-identical checkpoints at every stage). The model's own loss
+reached 0.90-0.98x in earlier runs of the benchmark, but it is not bit for bit TRL's: a whole
+``make tiny`` with it moved the table by 12-15 points (final pass@1 41.2 instead of 56.7), and a
+study over three training seeds of mid-training alone (``LOG.md``, 2026-12-03) found a spread as
+large on TRL's path (greedy held-out 0.395-0.515) as the gap. It stays a switch, not the default.
 """
 from __future__ import annotations
 
