@@ -58,8 +58,7 @@ def table(rows: list[dict], device: str) -> str:
     for r in rows:
         wall = f"{r['wall_s']:.0f}" if isinstance(r["wall_s"], (int, float)) else "?"
         key = f"{r['key_metric']:.3f}" if isinstance(r["key_metric"], float) else str(r["key_metric"])
-        ran_on = r.get("device")
-        shown = device if ran_on is None or ran_on == "cuda" or ran_on == device else ran_on
+        shown = device if r.get("device") in (None, "cuda") else r["device"]
         lines.append(f"| {r['stage']} | {wall} | {shown} | {r['backend']} | {key} |")
     return "\n".join(lines)
 
