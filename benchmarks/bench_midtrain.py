@@ -25,9 +25,6 @@ mask, the run's threads), not a stand-in. Arms, each a fresh copy of the base mo
 - ``stage_compiled``: the default stage trainer with ``mid_train.compile: true`` (torch.compile through
   the Trainer, inductor). Its rate includes the compilation, as a run pays it; the line after it
   gives the rate from step ``--warm`` on (steady state, recompilations on new shapes included).
-- ``stage_model_loss_compiled``: both levers together, the model's own loss under torch.compile.
-- ``bare_compiled``: the bare loop with the model wrapped in ``torch.compile`` (compilation included):
-  the limit a compiled stage should be held to, as information (issue 20's bar is the eager ``bare``).
 
 Real (non-pad) tokens per second; arms run in ``--rounds`` rounds, order reversed each round;
 ratios are medians of same-round ratios. Stop other jobs first: they share the cores.
@@ -53,8 +50,7 @@ from lib import chat, model as modellib, packing, params as params_mod, sft_trai
 from lib.sft_trainer import RecipeSFTTrainer  # noqa: E402
 from _workload import quiet  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-ARMS = ["bare", "stage", "stage_trl_head", "stage_trl_metrics", "stage_model_loss", "stage_compiled",
-        "stage_model_loss_compiled", "bare_compiled"]
+ARMS = ["bare", "stage", "stage_trl_head", "stage_trl_metrics", "stage_model_loss", "stage_compiled"]
 
 
 def section_for(P, steps: int, **update):
@@ -85,15 +81,14 @@ def stage_batches(base, tok, rows, P, steps: int) -> list[dict]:
     return batches
 
 
-def bare(model, batches, lr: float, pad_id: int, compile: bool = False) -> tuple[int, float]:
+def bare(model, batches, lr: float, pad_id: int) -> tuple[int, float]:
     model.train()
     t0 = time.perf_counter()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    forward = torch.compile(model) if compile else model
     real = 0
     for batch in batches:
         real += int((batch["input_ids"] != pad_id).sum())
-        forward(**batch, use_cache=False).loss.backward()
+        model(**batch, use_cache=False).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return real, time.perf_counter() - t0
@@ -145,16 +140,16 @@ def main() -> None:
           f"(fill {fill:.1%}), {base.config._attn_implementation} attention, {threads} threads, {args.steps} steps per arm")
 
     tps = {a: [] for a in args.arms}
-    steady = {a: [] for a in args.arms if not a.startswith("bare")}
+    steady = {a: [] for a in args.arms if a != "bare"}
     order = list(args.arms)
     for r in range(args.rounds):
         for arm in order:
             model = copy.deepcopy(base)
-            if arm.startswith("bare"):
-                real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id, compile=arm == "bare_compiled")
+            if arm == "bare":
+                real, sec = bare(model, batches, P.mid_train.lr, tok.pad_token_id)
             else:
-                real, sec, clock = stage(model, tok, rows, P, args.steps, trl_loss="model_loss" not in arm,
-                                         token_metrics=arm == "stage_trl_metrics", compile=arm.endswith("compiled"),
+                real, sec, clock = stage(model, tok, rows, P, args.steps, trl_loss=arm != "stage_model_loss",
+                                         token_metrics=arm == "stage_trl_metrics", compile=arm == "stage_compiled",
                                          single_tile=arm != "stage_trl_head")
                 (t0, n0), (t1, n1) = clock.marks[min(args.warm, len(clock.marks) - 2)], clock.marks[-1]
                 steady[arm].append((n1 - n0) / (t1 - t0))
