@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
@@ -61,7 +62,7 @@ def tokenize(model, tokenizer, rows: list[dict], cfg: SFTConfig | None = None) -
     """
     if not rows:
         raise ValueError("no rows to tokenize")
-    args = _tokenize_args(cfg)
+    args = _tokenize_args(cfg, len(rows))
     datasets.disable_progress_bars()
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, data_collator=_unused_collator)
@@ -69,12 +70,29 @@ def tokenize(model, tokenizer, rows: list[dict], cfg: SFTConfig | None = None) -
     return [{"input_ids": list(ids), "labels": list(lab)} for ids, lab in zip(ds["input_ids"], ds["labels"])]
 
 
-def _tokenize_args(cfg: SFTConfig | None) -> SFTConfig:
+# Below this many rows TRL tokenizes in this process; above, in worker processes (``dataset_num_proc``).
+# Tiny's mid-training set (17.7k rows) took 11.1 s in one process and 7.5 s in two on 2 cores, the
+# same tokens; a few hundred rows do not pay for starting the workers.
+PARALLEL_TOKENIZE_ROWS = 4096
+
+
+def tokenize_workers(n_rows: int, cpus: int | None = None) -> int | None:
+    """Processes TRL's tokenizing ``map`` runs in: None (this process) for small sets, else one per
+    CPU (at most 8, and one per 4,096 rows)."""
+    if n_rows < PARALLEL_TOKENIZE_ROWS:
+        return None
+    cpus = cpus if cpus is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    n = min(cpus or 1, 8, n_rows // PARALLEL_TOKENIZE_ROWS)
+    return n if n > 1 else None
+
+
+def _tokenize_args(cfg: SFTConfig | None, n_rows: int = 0) -> SFTConfig:
     if cfg is None:
         cfg = SFTConfig(output_dir=tempfile.gettempdir(), report_to="none", use_cpu=True, bf16=False,
                         activation_checkpointing=False, gradient_checkpointing=None)
+    num_proc = cfg.dataset_num_proc if cfg.dataset_num_proc is not None else tokenize_workers(n_rows)
     return dataclasses.replace(cfg, packing=False, padding_free=False, max_length=None, shuffle_dataset=False,
-                               dataset_kwargs=None)
+                               dataset_kwargs=None, dataset_num_proc=num_proc)
 
 
 def _unused_collator(batch):  # a custom collator keeps TRL from touching the tokenizer's pad token

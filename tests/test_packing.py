@@ -172,6 +172,27 @@ def test_tokenize_matches_trl_prompt_completion(model_and_examples, tiny_tokeniz
     assert lab[-1] == tiny_tokenizer.eos_token_id  # the model learns to stop
 
 
+def test_tokenize_workers_only_for_large_sets():
+    assert packing.tokenize_workers(100, cpus=2) is None  # a few hundred rows: this process
+    assert packing.tokenize_workers(packing.PARALLEL_TOKENIZE_ROWS - 1, cpus=16) is None
+    assert packing.tokenize_workers(17_714, cpus=2) == 2  # tiny's mid-training set on 2 cores
+    assert packing.tokenize_workers(17_714, cpus=16) == 4  # one per 4,096 rows
+    assert packing.tokenize_workers(10**6, cpus=64) == 8
+    assert packing.tokenize_workers(10**6, cpus=1) is None
+
+
+def test_tokenizing_in_worker_processes_gives_the_same_examples(tiny_tokenizer, smoke_params, monkeypatch):
+    """The workers only split TRL's map: the same ids and labels, in the same order."""
+    torch.manual_seed(0)
+    model = build_scratch(smoke_params.model, tiny_tokenizer)
+    rows = _rows(120, seed=3)
+    one = packing.tokenize(model, tiny_tokenizer, rows)
+    monkeypatch.setattr(packing, "PARALLEL_TOKENIZE_ROWS", 40)
+    assert packing.tokenize_workers(len(rows), cpus=2) == 2
+    two = packing.tokenize(model, tiny_tokenizer, rows)
+    assert two == one and len(one) == 120
+
+
 @pytest.mark.parametrize("attn,mask_dtype,mode", [
     ("sdpa", torch.bool, "4d"),
     ("eager", torch.float32, "4d"),

@@ -299,6 +299,71 @@ def test_kernel_sockets_live_in_the_given_folder_not_the_working_directory(tmp_p
     assert AsyncKernelManager(kernel_name="python3", transport="ipc").ip == "kernel-ipc"
 
 
+def _kernels_of_this_process():
+    import psutil
+
+    return [c for c in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+
+
+def test_a_warm_kernel_runs_a_notebook_with_its_imports_done_and_is_killed_after(tmp_path):
+    """The next stage's kernel, started ahead: the notebook runs in it (working directory: the
+    repository), the listed imports are already done, and closing it kills it and keeps its log."""
+    import papermill as pm
+    import psutil
+
+    nb = {"cells": [{"cell_type": "code", "id": "c0", "metadata": {}, "execution_count": None, "outputs": [], "source":
+                     "import os, sys\nprint('warm' if 'json' in dir() else 'cold', os.getcwd())\n"
+                     "print('to the log', file=sys.__stderr__, flush=True)"}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "python3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "in.ipynb").write_text(json.dumps(nb))
+    warm = recipe.WarmKernel(recipe.ensure_kernel(), imports="import json")
+    pid = warm.km.provisioner.process.pid
+    ipc = warm.log_path.parent
+    assert warm.alive() and psutil.pid_exists(pid)
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), km=warm.km, progress_bar=False,
+                        kernel_name=recipe.ensure_kernel())
+    out = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["outputs"][0]["text"]
+    assert "".join(out) == f"warm {ROOT}\n"
+    assert warm.alive()  # papermill leaves a kernel it did not start running: closing it is ours
+    (tmp_path / "kernel.log").write_text("earlier\n")
+    warm.close(tmp_path / "kernel.log")
+    warm.close(tmp_path / "kernel.log")  # idempotent
+    assert not warm.alive()
+    assert not psutil.pid_exists(pid)  # killed and reaped
+    assert not ipc.exists()
+    log = (tmp_path / "kernel.log").read_text()
+    assert log.startswith("earlier\n") and "to the log" in log
+
+
+def test_run_steps_starts_the_next_stages_kernel_ahead_and_ends_it_when_a_stage_fails(fake_stages, monkeypatch):
+    p = fake_stages()
+    monkeypatch.setattr(recipe, "WARM_IMPORTS", "import json")
+    seen = []
+
+    def fake_execute(p, stage, kernel, warm=None):
+        seen.append((stage.name, warm, len(_kernels_of_this_process())))
+        if stage.name == "01_b":
+            assert warm is not None and warm.alive()
+            raise SystemExit("✗ 01_b failed: boom")
+        return 1.0
+
+    monkeypatch.setattr(recipe, "execute", fake_execute)
+    steps = [(s, "run") for s in FAKE]
+    assert recipe.run_steps(p, steps, recipe.ensure_kernel()) == 1
+    (n0, w0, k0), (n1, w1, k1) = seen
+    assert (n0, w0, k0) == ("00_a", None, 1)  # while 00 ran, 01's kernel was up
+    assert n1 == "01_b" and isinstance(w1, recipe.WarmKernel) and k1 == 2  # 01 got it; 02's was started
+    assert not w1.alive() and _kernels_of_this_process() == []  # both ended: no kernel outlives the run
+    # a stage planned as skipped gets no kernel ahead
+    seen.clear()
+    steps = [(FAKE[0], "run"), (FAKE[1], "skip")]
+    complete(p, "00_a")
+    complete(p, "01_b")
+    assert recipe.run_steps(p, steps, recipe.ensure_kernel()) == 0
+    assert [(n, w, k) for n, w, k in seen] == [("00_a", None, 0)] and _kernels_of_this_process() == []
+
+
 def test_a_failed_html_export_is_a_warning_with_the_retry_command(tmp_path, monkeypatch):
     """The HTML pages come after every stage finished: an export that fails (on the first GPU check,
     a package missing from the device's image) is reported, and the run still counts as finished."""
