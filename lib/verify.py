@@ -32,6 +32,7 @@ The result is a frozen `Check(equal, answer, checker, reason)`:
 =========================================  ==========  ===============  =====================
 situation                                  equal       checker          reason
 =========================================  ==========  ===============  =====================
+answer's text identical to the gold's      True        "identical"      "equal"
 answers equivalent                         True        "math_verify"    "equal"
 answers differ                             False       "math_verify"    "not_equal"
 answer does not parse at all               False       "math_verify"    "answer_unparsable"
@@ -43,6 +44,10 @@ answer/gold too long or nested too deep    None        "prefilter"      "too_lon
 check exceeded its deadline                None        "deadline"       "timeout" / "killed"
 worker crashed / checker raised            None        "deadline"/"error" "worker_died"/"error"
 =========================================  ==========  ===============  =====================
+
+An answer whose text is character for character the gold's is equal without a parse ("identical",
+decided in the parent; only with the default math-verify check). Most correct answers are such
+copies: in tiny's distillation data 17,714 of 23,505 checks, which each cost a LaTeX parse before.
 
 Reasons for "extract": "unclosed_think", "box_only_in_think", "no_box" (unboxed text longer than
 a bare answer), "empty", "no_answer". Reasons for "prefilter" name the side: "too_long: answer".
@@ -154,7 +159,7 @@ class Check:
     """Outcome of one check. `equal`: True / False / None (= cannot verify).
 
     `answer` is the extracted final answer (None if none was found), `checker` who decided
-    ("math_verify", "choice", "extract", "prefilter", "deadline", "judge:<name>", "error"),
+    ("identical", "math_verify", "choice", "extract", "prefilter", "deadline", "judge:<name>", "error"),
     `reason` a short machine-readable why ("equal", "not_equal", "no_answer", "timeout", ...).
     """
 
@@ -408,6 +413,8 @@ class Verifier:
             if pred_letter is None:
                 return Check(False, answer, "choice", "not_a_choice")
             return Check(pred_letter == gold_letter, answer, "choice", "equal" if pred_letter == gold_letter else "not_equal")
+        if answer == gold and self.check_fn is math_verify_check:
+            return Check(True, answer, "identical", "equal")
         return answer
 
     def _precheck_lenient(self, gold: str, prediction: str) -> Check | tuple:
@@ -430,6 +437,8 @@ class Verifier:
             if why:
                 return Check(None, _clip(found.answer), "prefilter", f"{why}: {side}")
         fn = self.check_fn
+        if found.answer == g.answer and fn is math_verify_check:
+            return Check(True, _clip(found.answer), "identical", "equal")
         if fn is math_verify_check:
             fn = partial(math_verify_check_lenient, gold_search=g.search, answer_search=found.search)
         return g.answer, found.answer, fn

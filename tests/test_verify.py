@@ -219,7 +219,9 @@ def test_gold_is_first_argument():
         ("5", "", "extract", "empty"),
         ("5", "y" * 400, "extract", "no_box"),
         ("", "\\boxed{5}", "math_verify", "gold_unparsable"),
-        ("5", "\\boxed{5}", "math_verify", "equal"),
+        ("5", "\\boxed{5}", "identical", "equal"),  # the same text: no parse
+        ("5", "\\boxed{5.0}", "math_verify", "equal"),
+        ("\\frac{1}{2}", "\\boxed{0.5}", "math_verify", "equal"),
         ("5", "\\boxed{6}", "math_verify", "not_equal"),
         ("A", "\\boxed{A}", "choice", "equal"),
     ],
@@ -234,11 +236,33 @@ def test_missing_answer_is_false_but_bad_gold_is_none():
     assert V.check("   ", "\\boxed{5}").equal is None
 
 
+def test_an_identical_answer_needs_no_parse_and_other_checks_still_parse():
+    """The fast path is string identity after extraction: equal forms that are not the same text
+    still go to math-verify, a custom check is never bypassed, and the verdicts are math-verify's
+    (counted by the stats as before)."""
+    calls = []
+
+    def counting(gold, answer):
+        calls.append((gold, answer))
+        return MC.math_verify_check(gold, answer)
+
+    v = V.Verifier(workers=0)
+    assert [c.checker for c in v.check_many([("3/4", "\\boxed{3/4}"), ("3/4", "\\boxed{\\frac{3}{4}}"),
+                                             ("3/4", "\\boxed{4/3}"), ("x^2", "so \\boxed{x^2}")])] == [
+        "identical", "math_verify", "math_verify", "identical"]
+    assert (v.stats.correct, v.stats.incorrect) == (3, 1)
+    custom = V.Verifier(workers=0, check_fn=counting)
+    assert custom.check("3/4", "\\boxed{3/4}").checker == "math_verify" and calls == [("3/4", "3/4")]
+    lenient = V.Verifier(workers=0, extract="lenient")
+    assert lenient.check("7", "The answer is 7").checker == "math_verify"  # found by searching the text: parsed
+    assert lenient.check("7", "\\boxed{7}").checker == "identical"
+
+
 def test_check_result_is_frozen():
-    c = V.check("1", "\\boxed{1}")
+    c = V.check("1", "\\boxed{1.0}")
     with pytest.raises(AttributeError):
         c.equal = False
-    assert c.to_dict() == {"equal": True, "answer": "1", "checker": "math_verify", "reason": "equal"}
+    assert c.to_dict() == {"equal": True, "answer": "1.0", "checker": "math_verify", "reason": "equal"}
     assert c.correct is True
 
 
@@ -337,9 +361,9 @@ def test_pool_works_from_a_thread_and_in_process_refuses():
 
     def run():
         with V.Verifier(workers=1, timeout_s=2.0) as v:
-            out["pool"] = v.check("2", "\\boxed{2}").equal
+            out["pool"] = v.check("2", "\\boxed{2.0}").equal
         try:
-            V.check("2", "\\boxed{2}")
+            V.check("2", "\\boxed{2.0}")  # (an identical answer would need no parse, hence no deadline)
         except RuntimeError as e:
             out["error"] = str(e)
 
@@ -486,7 +510,8 @@ def test_judge_is_consulted_only_for_math_verify_rejections():
     v = V.Verifier(workers=0, judge=J.LLMJudge(fake, name="fake"))
     recovered = v.check("2", "\\boxed{two}", problem="1+1?")
     assert recovered.equal is True and recovered.checker == "judge:fake"
-    assert v.check("2", "\\boxed{2}").checker == "math_verify"  # accepted: no call
+    assert v.check("2", "\\boxed{2.0}").checker == "math_verify"  # accepted: no call
+    assert v.check("2", "\\boxed{2}").checker == "identical"  # accepted without a parse: no call
     assert v.check("2", "<think>never finished").checker == "extract"  # no answer: no call
     assert v.check("", "\\boxed{2}").equal is None  # unverifiable: no call
     assert len(fake.prompts) == 1
