@@ -240,7 +240,7 @@ class WarmKernel:
             if run_sync(self.km.is_alive)():
                 run_sync(self.km.shutdown_kernel)(now=True)
             else:
-                self.km.cleanup_resources()
+                run_sync(self.km.cleanup_resources)()
             if log_to is not None and self.log_path.is_file():
                 with open(log_to, "ab") as f:
                     f.write(self.log_path.read_bytes())

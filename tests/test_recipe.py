@@ -364,6 +364,30 @@ def test_run_steps_starts_the_next_stages_kernel_ahead_and_ends_it_when_a_stage_
     assert [(n, w, k) for n, w, k in seen] == [("00_a", None, 0)] and _kernels_of_this_process() == []
 
 
+def test_a_stage_whose_kernel_ahead_died_runs_in_a_new_one(tmp_path, capsys):
+    """A kernel started ahead can die before its stage (out of memory while the stage before runs):
+    the stage says so and runs in a fresh kernel; the dead one's log is kept in the stage's."""
+    from lib import params as params_mod
+
+    p = params_mod.load(str(PARAMS_DIR / "smoke.yaml"), [f"run.output_root={tmp_path}"])
+    stage = next(s for s in stages.STAGES if s.name == "00_base_model")
+    warm = recipe.WarmKernel(recipe.ensure_kernel(), imports="import sys; print('warm-up ran', file=sys.__stderr__)")
+    import time
+
+    import psutil
+    deadline = time.time() + 60
+    while "warm-up ran" not in (warm.log_path.read_text() if warm.log_path.exists() else ""):
+        assert time.time() < deadline, "the kernel started ahead never ran its imports"
+        time.sleep(0.2)
+    psutil.Process(warm.km.provisioner.process.pid).kill()
+    warm.km.provisioner.process.wait()
+    assert recipe.execute(p, stage, recipe.ensure_kernel(), warm=warm) > 0
+    assert "the kernel started ahead for 00_base_model has died" in capsys.readouterr().err
+    assert artifacts.is_current(p, "00_base_model") and not warm.alive()
+    assert "warm-up ran" in (artifacts.stage_dir(p, "00_base_model") / "kernel.log").read_text()
+    assert _kernels_of_this_process() == []
+
+
 def test_a_failed_html_export_is_a_warning_with_the_retry_command(tmp_path, monkeypatch):
     """The HTML pages come after every stage finished: an export that fails (on the first GPU check,
     a package missing from the device's image) is reported, and the run still counts as finished."""
