@@ -209,9 +209,11 @@ WARM_IMPORTS = "import torch, transformers, datasets, pandas, matplotlib.pyplot"
 class WarmKernel:
     """The next stage's kernel, started while the current stage runs, with :data:`WARM_IMPORTS` done.
 
-    The imports run in the new kernel's own process, mostly while the current stage is itself
-    importing and loading (single-threaded work that leaves the second core idle), so the next stage
-    starts with them done. The kernel holds no state of any stage: papermill injects the parameters
+    The imports run in the new kernel's own process beside the current stage, so the next stage
+    starts with them done. They share the cores with the current stage: free while it runs
+    single-threaded code (imports, loading, pandas), a cost while it trains on every core (00's
+    training cell took 13.4 s instead of 11.2 s; benchmarks/README.md). The kernel holds no state of
+    any stage: papermill injects the parameters
     and runs every cell in it as in a fresh kernel. :meth:`close` kills it (idempotent) and appends
     its log (start-up and the stage's stderr) to ``log_to``."""
 
@@ -263,7 +265,7 @@ def execute(p: params_mod.Params, stage: stages.Stage, kernel: str, warm: "WarmK
     ``warm``: a kernel started ahead for this stage (:class:`WarmKernel`); it is ended here, and its
     log becomes the stage's ``kernel.log`` when the stage ends. Without it a kernel is started now.
     Either way the kernel is killed once the notebook has finished: every output is on disk by then,
-    and a graceful shutdown (atexit handlers, thread pools) cost 1-2 s per stage.
+    and a graceful shutdown (atexit handlers, thread pools) cost 1-3 s per stage.
     """
     import papermill as pm
 
