@@ -40,9 +40,7 @@ def main(argv=None) -> int:
     for arm in a.arm:
         r = json.loads((arm / "result.json").read_text())
         cells = [(c.split(" L")[0], int(c.split(" L")[1])) for c in r["selection"]["cells"]]
-        arm_rl = dict(kv.split("=", 1) for kv in r.get("set", []))  # the arm's own group size and batch
-        n = r["steps"] * int(arm_rl.get("rl.batch_size", P.rl.batch_size)) // int(
-            arm_rl.get("rl.num_generations", P.rl.num_generations))
+        n = r["selection"]["distinct_prompts"]  # what the arm streamed, as it recorded it (its own group size)
         streamed |= set(stream(cells, n, seed + 31337, seen | first)["problem"])
     dev = dev_items(a.dev, seed + 104729, seen | first | streamed, P)
     out = {"dev": a.dev, "samples": a.samples, "excluded": {"training": len(seen), "first_dev": len(first),
