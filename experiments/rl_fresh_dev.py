@@ -26,12 +26,17 @@ from lib import model as modellib
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--arm", type=Path, action="append", required=True,
+    ap.add_argument("--arm", type=Path, action="append", default=[],
                     help="an rl_stream output folder (its result.json and training/checkpoint-<steps>)")
+    ap.add_argument("--stage", type=Path, action="append", default=[],
+                    help="a finished 06_rl stage folder (its model/ and rl_prompts.parquet): the stage's RL model "
+                         "from the same DPO start, scored on the same fresh set")
     ap.add_argument("--dev", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--first-dev", type=int, default=400, help="the size of rl_stream's dev set, to exclude")
     a = ap.parse_args(argv)
+    if not a.arm and not a.stage:
+        ap.error("give at least one --arm or --stage")
     P = params.load("params/tiny.yaml")
     seed = P.run.seed
     seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
@@ -42,6 +47,8 @@ def main(argv=None) -> int:
         cells = [(c.split(" L")[0], int(c.split(" L")[1])) for c in r["selection"]["cells"]]
         n = r["selection"]["distinct_prompts"]  # what the arm streamed, as it recorded it (its own group size)
         streamed |= set(stream(cells, n, seed + 31337, seen | first)["problem"])
+    for st in a.stage:
+        streamed |= set(pd.read_parquet(st / "rl_prompts.parquet")["problem"])
     dev = dev_items(a.dev, seed + 104729, seen | first | streamed, P)
     out = {"dev": a.dev, "samples": a.samples, "excluded": {"training": len(seen), "first_dev": len(first),
                                                             "streamed": len(streamed)}}
@@ -50,18 +57,20 @@ def main(argv=None) -> int:
         _, before = dev_eval(model, tok, dev, verifier, a.samples, seed)
         out["before"] = {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"],
                          "lucky": before["lucky_share"]}
-        for arm in a.arm:
-            r = json.loads((arm / "result.json").read_text())
-            model, tok = modellib.load(arm / "training" / f"checkpoint-{r['steps']}", device=torch.device("cpu"))
+        models = [(arm.name, arm / "training" / f"checkpoint-{json.loads((arm / 'result.json').read_text())['steps']}",
+                   json.loads((arm / "result.json").read_text())["paired_verified"]) for arm in a.arm]
+        models += [(f"stage:{st}", st / "model", None) for st in a.stage]
+        for name, folder, first_dev_verified in models:
+            model, tok = modellib.load(folder, device=torch.device("cpu"))
             _, after = dev_eval(model, tok, dev, verifier, a.samples, seed)
             d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
             dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"],
                                            seed=seed)
-            out[arm.name] = {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"],
-                             "lucky": after["lucky_share"], "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict(),
-                             "first_dev_paired_verified": r["paired_verified"]}
-            print(arm.name, json.dumps(out[arm.name], default=str), flush=True)
-    Path(a.arm[0].parent / f"fresh_dev_{a.dev}.json").write_text(json.dumps(out, indent=1, default=str))
+            out[name] = {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"],
+                         "lucky": after["lucky_share"], "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict(),
+                         "first_dev_paired_verified": first_dev_verified}
+            print(name, json.dumps(out[name], default=str), flush=True)
+    Path((a.arm or a.stage)[0].parent / f"fresh_dev_{a.dev}.json").write_text(json.dumps(out, indent=1, default=str))
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict) or k in ("before", "excluded")}))
     return 0
 
