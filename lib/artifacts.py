@@ -448,6 +448,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     sets threads, and removes any previous manifest so an interrupted run never looks complete.
     """
     from lib.model import set_threads
+    from lib.sampling import set_processes
 
     s = stages_mod.get(name)
     p = params_mod.from_flat(namespace, s.sections)
@@ -459,4 +460,5 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     progress.start(d / PROGRESS)
     seed_everything(p.run.seed)
     set_threads(p.run.threads)
+    set_processes(p.run.sample_processes)
     return StageRun(s.name, p, d)

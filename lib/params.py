@@ -44,6 +44,7 @@ class Run(Section):
     seed: int = Field(0, ge=0, description="Master seed for data, initialisation and sampling.")
     device: Literal["auto", "cpu", "cuda"] = Field('auto', description="'auto' uses CUDA when available, else CPU.")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default (all cores).")
+    sample_processes: int = Field(1, ge=1, description="On a CPU under Linux, split a sampling job's batches over this many forked processes of one torch thread each (the same batches and seeds, so the same samples where logits do not depend on the thread count: benchmarks/bench_threads.py). 1 samples in the stage's own process; ignored on GPU.")
     output_root: str = Field('outputs', description="Folder for runs, relative to the repo root unless absolute.")
 
 

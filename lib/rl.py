@@ -430,7 +430,8 @@ class RecipeGRPOTrainer(GRPOTrainer):
                     m, [list(p) for p in prompt_ids], eos_token_id=self._tokenizer.eos_token_id,
                     pad_token_id=self._tokenizer.pad_token_id, temperature=self.generation_config.temperature,
                     top_p=self.generation_config.top_p, max_new_tokens=self.max_completion_length,
-                    batch_size=self.sampler_batch_size, seed=seed)
+                    batch_size=self.sampler_batch_size, seed=seed,
+                    processes=1)  # in the training process: no forks beside its optimizer and process group
             out = ([ids for ids, _ in gens], None)
         unwrapped = self.accelerator.unwrap_model(self.model)
         self.temperature_log.append((self.state.global_step, float(self.generation_config.temperature
