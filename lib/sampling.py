@@ -92,7 +92,8 @@ def _forked_batches(batches, run_batch, processes: int, on_batch) -> None:
     completions does not hold the others back; a batch's result depends on ``b`` only, not on
     which child ran it. Each child sends ``("ok", results)`` per batch (``("error", traceback)`` on
     failure) and leaves with ``os._exit``; the parent calls ``on_batch`` with each batch's results as
-    they arrive. A child that dies without a word, or reports an error, raises
+    they arrive. The parent's torch RNG ends in the state the last batch left it in, as in one
+    process. A child that dies without a word, or reports an error, raises
     :class:`SamplingWorkerError`; on any exit the remaining children are killed and reaped.
     """
     import logging
@@ -124,7 +125,8 @@ def _forked_batches(batches, run_batch, processes: int, on_batch) -> None:
                     torch.set_num_threads(1)
                     by_index = dict(batches)
                     while (b := conn.recv()) is not None:
-                        conn.send_bytes(pickle.dumps(("ok", run_batch(b, by_index[b]))))
+                        results = run_batch(b, by_index[b])
+                        conn.send_bytes(pickle.dumps(("ok", (b, results, torch.get_rng_state()))))
                 except BaseException:  # noqa: BLE001 - everything goes back to the parent
                     code = 1
                     try:
@@ -136,6 +138,7 @@ def _forked_batches(batches, run_batch, processes: int, on_batch) -> None:
             child_sock.close()
             children[Connection(parent_sock.detach())] = pid
         todo = [b for b, _ in batches]
+        last, final_rng = todo[-1], None
         busy = set()
         for conn in children:
             if todo:
@@ -154,12 +157,16 @@ def _forked_batches(batches, run_batch, processes: int, on_batch) -> None:
                         "set run.sample_processes: 1 to sample in the stage's own process") from None
                 if kind == "error":
                     raise SamplingWorkerError(f"a sampling process failed:\n{payload}")
-                on_batch(payload)
+                b, results, rng_state = payload
+                if b == last:  # leave the RNG where sampling in one process would have left it
+                    final_rng = rng_state
+                on_batch(results)
                 if todo:
                     conn.send(todo.pop(0))
                 else:
                     conn.send(None)
                     busy.discard(conn)
+        torch.set_rng_state(final_rng)
     finally:
         for conn, pid in children.items():
             conn.close()
@@ -186,9 +193,9 @@ def generate_ids(model, prompt_ids: list[list[int]], *, eos_token_id: int, pad_t
 
     On a CPU under Linux, with ``processes`` (default: :func:`set_processes`'s value) above 1 and
     more than one batch, the batches run in that many forked processes of one torch thread each,
-    handed out as the processes become free. The batches, their seeds and so the samples are the same as in one process wherever the
-    model's logits do not depend on the thread count (`benchmarks/bench_threads.py` checks that;
-    the tests compare the two paths token for token).
+    handed out as the processes become free. The batches, their seeds and so the samples are the
+    same as in one process wherever the model's logits do not depend on the thread count
+    (`benchmarks/bench_threads.py` checks that; the tests compare the two paths token for token).
     """
     processes = _PROCESSES if processes is None else processes
     order = sorted(range(len(prompt_ids)), key=lambda k: (len(prompt_ids[k]), k))

@@ -97,16 +97,20 @@ def test_forked_batches_give_the_same_samples_as_one_process(tiny_model, tiny_to
     before, children = torch.get_num_threads(), _children_of_this_process()
     kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, seed=5, progress=False)  # 21 jobs, 6 batches
     one = sampling.sample(tiny_model, tiny_tokenizer, FORK_PROBLEMS, **kw)
+    rng_one = torch.get_rng_state()
     ids_one = sampling.generate_ids(tiny_model, [[5, 6, 7], [8, 9], [10, 11, 12, 13]] * 3, eos_token_id=2,
                                     pad_token_id=0, batch_size=2, seed=1, max_new_tokens=6, processes=1)
     sampling.set_processes(3)
     try:
+        torch.manual_seed(123)  # the forked path must leave the RNG where the last batch left it
         forked = sampling.sample(tiny_model, tiny_tokenizer, FORK_PROBLEMS, **kw)
+        rng_forked = torch.get_rng_state()
     finally:
         sampling.set_processes(1)
     ids_forked = sampling.generate_ids(tiny_model, [[5, 6, 7], [8, 9], [10, 11, 12, 13]] * 3, eos_token_id=2,
                                        pad_token_id=0, batch_size=2, seed=1, max_new_tokens=6, processes=2)
     assert forked == one and ids_forked == ids_one  # the same completions, in the caller's order
+    assert torch.equal(rng_forked, rng_one)  # and the same RNG state after, for whatever samples next
     assert len({c.text for c in one[0]}) > 1  # real samples at T=1, not one repeated string
     assert torch.get_num_threads() == before  # the parent's threads are untouched
     assert _children_of_this_process() <= children  # every child reaped
