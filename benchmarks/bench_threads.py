@@ -59,25 +59,25 @@ for _ in range(steps):
 print(json.dumps({"seconds": time.perf_counter() - t, "tokens": tokens * steps}), flush=True)
 '''
 
-GRADS = r'''
+# the start of both equality scripts: the model at the given thread count, seed 1
+AT_THREADS = r'''
 import sys, torch
 from transformers import AutoModelForCausalLM
 folder, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
-m = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).train()
+m = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 torch.manual_seed(1)
+'''
+
+GRADS = AT_THREADS + r'''
+m.train()
 x = torch.randint(0, m.config.vocab_size, (16, 192))
 m(input_ids=x, labels=x).loss.backward()
 torch.save([p.grad for p in m.parameters()], out)
 '''
 
-EQUAL = r'''
-import sys, torch
-from transformers import AutoModelForCausalLM
-folder, threads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-torch.set_num_threads(threads)
-m = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-torch.manual_seed(1)
+EQUAL = AT_THREADS + r'''
+m.eval()
 x = torch.randint(0, m.config.vocab_size, (64, 60))
 torch.manual_seed(0)
 with torch.no_grad():
@@ -104,17 +104,24 @@ def run_group(kind: str, folder: Path, threads: int, batch: int, steps: int, n_p
     return sum(r["tokens"] for r in results) / max(r["seconds"] for r in results)
 
 
-def logits_equal(folder: Path, tmp: Path) -> tuple[bool, bool]:
+def at_1_and_2_threads(script: str, folder: Path, tmp: Path) -> list:
+    """What ``script`` saves for ``folder`` when run in a fresh process at 1 and then at 2 threads."""
     import torch
 
     outs = []
     for threads in (1, 2):
-        out = tmp / f"bench_threads_eq_{threads}.pt"
-        subprocess.run([sys.executable, "-c", EQUAL, str(folder), str(threads), str(out)], check=True,
+        out = tmp / f"bench_threads_{threads}.pt"
+        subprocess.run([sys.executable, "-c", script, str(folder), str(threads), str(out)], check=True,
                        stderr=subprocess.DEVNULL)
         outs.append(torch.load(out))
         out.unlink()
-    a, b = outs
+    return outs
+
+
+def logits_equal(folder: Path, tmp: Path) -> tuple[bool, bool]:
+    import torch
+
+    a, b = at_1_and_2_threads(EQUAL, folder, tmp)
     finite = torch.isfinite(a["scores"])
     same_mask = torch.equal(finite, torch.isfinite(b["scores"]))
     return torch.equal(a["seq"], b["seq"]), same_mask and torch.equal(a["scores"][finite], b["scores"][finite])
@@ -123,15 +130,9 @@ def logits_equal(folder: Path, tmp: Path) -> tuple[bool, bool]:
 def grads_equal(folder: Path, tmp: Path) -> tuple[bool, float]:
     import torch
 
-    outs = []
-    for threads in (1, 2):
-        out = tmp / f"bench_threads_grads_{threads}.pt"
-        subprocess.run([sys.executable, "-c", GRADS, str(folder), str(threads), str(out)], check=True,
-                       stderr=subprocess.DEVNULL)
-        outs.append(torch.load(out))
-        out.unlink()
-    equal = all(torch.equal(g1, g2) for g1, g2 in zip(*outs))
-    return equal, max((g1 - g2).abs().max().item() for g1, g2 in zip(*outs))
+    a, b = at_1_and_2_threads(GRADS, folder, tmp)
+    equal = all(torch.equal(g1, g2) for g1, g2 in zip(a, b))
+    return equal, max((g1 - g2).abs().max().item() for g1, g2 in zip(a, b))
 
 
 def main(argv=None) -> int:
