@@ -57,8 +57,10 @@ def main(argv=None) -> int:
         _, before = dev_eval(model, tok, dev, verifier, a.samples, seed)
         out["before"] = {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"],
                          "lucky": before["lucky_share"]}
-        models = [(arm.name, arm / "training" / f"checkpoint-{json.loads((arm / 'result.json').read_text())['steps']}",
-                   json.loads((arm / "result.json").read_text())["paired_verified"]) for arm in a.arm]
+        models = []  # (name, checkpoint folder, the first dev set's paired verified change or None)
+        for arm in a.arm:
+            r = json.loads((arm / "result.json").read_text())
+            models.append((arm.name, arm / "training" / f"checkpoint-{r['steps']}", r["paired_verified"]))
         models += [(f"stage:{st}", st / "model", None) for st in a.stage]
         for name, folder, first_dev_verified in models:
             model, tok = modellib.load(folder, device=torch.device("cpu"))
