@@ -26,8 +26,13 @@ setup: $(VENV)/.installed git-filter
 # when they are added, so running one in JupyterLab never dirties the repository. Cell ids are
 # kept, and so is the "name" of language_info (the rest is what the Lab adds when it saves).
 NBSTRIPOUT_KEYS := $(addprefix metadata.language_info.,codemirror_mode file_extension mimetype nbconvert_exporter pygments_lexer version)
+# The index is refreshed first: in a fresh clone every entry is "racily clean" (written in the
+# second the index was), so the first `git diff` would compare content, through the filter once
+# installed, one nbstripout process per notebook (~8 s, paid by the first stage). Before the
+# filter exists that comparison is a plain byte compare.
 git-filter:
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git update-index -q --refresh >/dev/null; \
 	  $(PY) -m nbstripout --install --attributes .gitattributes && \
 	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
 	  git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t' && \
