@@ -31,6 +31,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", type=Path, action="append", default=[],
                     help="a finished 06_rl stage folder (its model/ and rl_prompts.parquet): the stage's RL model "
                          "from the same DPO start, scored on the same fresh set")
+    ap.add_argument("--exclude-arm", type=Path, action="append", default=[],
+                    help="an rl_stream folder whose streamed problems are left out of the fresh set, not scored "
+                         "(to score new arms on the very set an earlier call drew)")
+    ap.add_argument("--exclude-stage", type=Path, action="append", default=[],
+                    help="a 06_rl folder whose prompts are left out of the fresh set, not scored")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where the JSON goes (default: fresh_dev_<dev>.json beside the first arm or stage)")
     ap.add_argument("--dev", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--first-dev", type=int, default=400, help="the size of rl_stream's dev set, to exclude")
@@ -42,12 +49,12 @@ def main(argv=None) -> int:
     seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
     first = {d["problem"] for d in dev_items(a.first_dev, seed + 7919, seen, P)}
     streamed = set()
-    for arm in a.arm:
+    for arm in a.arm + a.exclude_arm:
         r = json.loads((arm / "result.json").read_text())
         cells = [(c.split(" L")[0], int(c.split(" L")[1])) for c in r["selection"]["cells"]]
         n = r["selection"]["distinct_prompts"]  # what the arm streamed, as it recorded it (its own group size)
         streamed |= set(stream(cells, n, seed + 31337, seen | first)["problem"])
-    for st in a.stage:
+    for st in a.stage + a.exclude_stage:
         streamed |= set(pd.read_parquet(st / "rl_prompts.parquet")["problem"])
     dev = dev_items(a.dev, seed + 104729, seen | first | streamed, P)
     out = {"dev": a.dev, "samples": a.samples, "excluded": {"training": len(seen), "first_dev": len(first),
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
                          "lucky": after["lucky_share"], "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict(),
                          "first_dev_paired_verified": first_dev_verified}
             print(name, json.dumps(out[name], default=str), flush=True)
-    Path((a.arm or a.stage)[0].parent / f"fresh_dev_{a.dev}.json").write_text(json.dumps(out, indent=1, default=str))
+    (a.out or (a.arm or a.stage)[0].parent / f"fresh_dev_{a.dev}.json").write_text(json.dumps(out, indent=1, default=str))
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict) or k in ("before", "excluded")}))
     return 0
 
