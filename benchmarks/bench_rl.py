@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_rl.py [--steps 3] [--params tiny] [--threads 1] [--trl-generate]
 
 A tiny GRPO run with ``lib.rl.run_grpo`` on a scratch model (the params file's architecture,
-random init; speed does not depend on the weights) and its ``rl`` section (tiny: 8 prompts x 8
-completions per step, completions up to 256 tokens, beta 0.001 so a reference model is scored),
+random init; speed does not depend on the weights) and its ``rl`` section (tiny: 16 prompts x 4
+completions per step, completions up to 256 tokens, beta 0 so no reference model is scored; the
+real-scale params keep 0.001: ``--beta 0.001`` prices the reference forward),
 ``--steps`` steps, no held-out tracker, checkpoints off. Reported from ``summary["timings"]``,
 per step: ``generate_s`` (completions), ``reward_s`` (the verifiable reward: math-verify),
 ``step_s`` (the whole ``training_step``: generation + reward + reference/policy log-probs +
@@ -25,7 +26,7 @@ sorted by length, batches of 64). Prints ``name: value (ratio vs baseline)``.
 ``--bare``: the update against its bare limit, on the very batches the trainer trained on. The
 trainer's update is the step minus generation and checking (reference and policy log-probs, loss,
 backward, optimizer step, TRL's bookkeeping); the bare GRPO step on each captured batch is one
-policy forward, one reference forward without gradients, the per-token loss
+policy forward, one reference forward without gradients when beta > 0, the per-token loss
 (``-exp(logp - logp.detach()) * advantage + beta * KL``, each sequence's mean, then the batch mean),
 backward and an AdamW step. ``--model DIR`` starts from a trained checkpoint (and its tokenizer)
 instead of a scratch model, so completions have the stage's lengths. Two trainer arms run on the
@@ -166,6 +167,7 @@ def main():
     ap.add_argument("--bare", action="store_true", help="the update against a bare GRPO step on the same batches")
     ap.add_argument("--rounds", type=int, default=1, help="--bare: rounds of the two trainer arms, alternating order")
     ap.add_argument("--model", type=Path, help="a trained checkpoint to start from (default: a scratch model)")
+    ap.add_argument("--beta", type=float, default=None, help="KL coefficient (default: the params file's rl.beta)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import datasets
@@ -186,7 +188,8 @@ def main():
                               P.model.vocab_size)
         torch.manual_seed(0)
         base = build_scratch(P.model, tok)
-    section = P.rl.model_copy(update={"max_steps": args.steps, "checkpoint_every": 0})
+    section = P.rl.model_copy(update={"max_steps": args.steps, "checkpoint_every": 0,
+                                      **({} if args.beta is None else {"beta": args.beta})})
     n_prompts = section.batch_size // section.num_generations * args.steps
     prompts = pd.DataFrame({"problem": [p.problem for p in ps[:n_prompts]], "answer": [p.answer for p in ps[:n_prompts]]})
     print(f"model: {sum(p.numel() for p in base.parameters()):,} params "
