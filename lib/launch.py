@@ -24,12 +24,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from lib import model as modellib
-from lib import training
+from lib import progress, training
 from lib.params import DPO, Train
 from lib.paths import ROOT, resolve
 
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if state.is_main_process:
         modellib.save(model, tokenizer, args.out / "model")
         stats["world_size"] = state.num_processes
+        stats["torch_threads"] = torch.get_num_threads()
         (args.out / "train_stats.json").write_text(json.dumps(stats, indent=2, default=_plain) + "\n")
     if state.num_processes > 1:
         # every process waits for the main one's save, then the process group is torn down before
@@ -191,6 +193,62 @@ def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool 
     ``rows``: the training rows (a list of dicts or a DataFrame); ``eval_rows``: DPO's held-out
     pairs. Returns the statistics the main process wrote. The subprocess's output streams through.
     """
+    cmd = _command(model_dir, rows, train_section, seed, out_dir, packing=packing, accelerate_config=accelerate_config,
+                   dtype=dtype, task=task, eval_rows=eval_rows, extra=extra)
+    r = subprocess.run(cmd, cwd=ROOT, env=child_env())
+    if r.returncode != 0:
+        raise RuntimeError(f"training subprocess failed with exit code {r.returncode}: {' '.join(cmd)}")
+    return json.loads((Path(out_dir) / "train_stats.json").read_text())
+
+
+def launch_side_by_side(jobs: dict[str, dict], *, threads: int = 1, report: str | None = None,
+                        poll_s: float = 0.5) -> dict[str, dict]:
+    """Run several :func:`launch` jobs at once, each one process of ``threads`` torch threads.
+
+    ``jobs``: name -> :func:`launch`'s keyword arguments (no ``accelerate_config``). Only the job
+    named ``report`` writes to the stage's progress file (the runner follows one task at a time).
+    When a job fails, the others are stopped (their checkpoints stay: a rerun resumes them) and
+    a ``RuntimeError`` names the failed ones. Returns name -> the statistics each job wrote.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    procs: dict[str, tuple[subprocess.Popen, list[str]]] = {}
+    try:
+        for name, job in jobs.items():
+            if job.get("accelerate_config"):
+                raise ValueError(f"job {name!r}: side-by-side jobs are single processes; drop accelerate_config")
+            cmd = _command(**job)
+            env = child_env()
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            if name != report:
+                env.pop(progress.ENV, None)
+            procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env), cmd)
+        failed: list[str] = []
+        while not failed and any(p.poll() is None for p, _ in procs.values()):
+            time.sleep(poll_s)
+            failed = [n for n, (p, _) in procs.items() if p.poll() not in (None, 0)]
+        failed = [n for n, (p, _) in procs.items() if p.poll() not in (None, 0)]
+        if failed:
+            stopped = [n for n, (p, _) in procs.items() if p.poll() is None]
+            raise RuntimeError("side-by-side training failed: " + "; ".join(
+                f"{n} exited with code {procs[n][0].returncode} ({' '.join(procs[n][1])})" for n in failed)
+                + (f"; stopped {', '.join(stopped)} (a rerun resumes from their checkpoints)" if stopped else ""))
+    finally:
+        for p, _ in procs.values():  # an error or an interrupt here leaves no training process behind
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    return {name: json.loads((Path(job["out_dir"]) / "train_stats.json").read_text()) for name, job in jobs.items()}
+
+
+def _command(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool = False,
+             accelerate_config: str | None = None, dtype: str = "auto", task: str = "sft", eval_rows=None,
+             extra: dict | None = None) -> list[str]:
+    """Write a job's rows and config to ``out_dir`` and return the command that runs :func:`main` on them."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     out = Path(out_dir)
@@ -203,13 +261,8 @@ def launch(model_dir, rows, train_section, seed: int, out_dir, *, packing: bool 
     if eval_rows is not None and len(eval_rows):
         cmd += ["--eval-rows", str(_write_jsonl(out / "eval_rows.jsonl", eval_rows))]
     if accelerate_config:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)] + cmd
-    else:
-        cmd = [sys.executable] + cmd
-    r = subprocess.run(cmd, cwd=ROOT, env=child_env())
-    if r.returncode != 0:
-        raise RuntimeError(f"training subprocess failed with exit code {r.returncode}: {' '.join(cmd)}")
-    return json.loads((out / "train_stats.json").read_text())
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)] + cmd
+    return [sys.executable] + cmd
 
 
 def train_stage(start_checkpoint, rows: list[dict], section: Train, out_dir, *, device: torch.device, seed: int,
@@ -285,6 +338,64 @@ def train_rl_arm(start_checkpoint, prompts, section, out_dir, *, verify_section,
     return _fit_grpo(start_checkpoint, prompts, section, out, verify_section=verify_section, tracked=tracked,
                      device=device, dtype=modellib.train_dtype(dtype, device), seed=seed, tricks=tricks,
                      use_vllm=use_vllm, start=start)
+
+
+def arms_side_by_side(section, n_arms: int, device: torch.device) -> bool:
+    """Whether :func:`train_rl_arms` runs its arms at once: ``rl.arms_side_by_side``, two arms or
+    more, a CPU, and no ``rl.accelerate_config`` (a launcher decides the processes itself)."""
+    return bool(section.arms_side_by_side and n_arms > 1 and device.type == "cpu" and not section.accelerate_config)
+
+
+def train_rl_arms(start_checkpoint, arms: dict[str, tuple], section, out_root, *, verify_section, tracked,
+                  device: torch.device, seed: int, use_vllm: bool = False, dtype: str = "auto") -> dict[str, tuple]:
+    """Stage 06's arms from one checkpoint: ``arms`` maps a name to ``(prompts, tricks)``; each arm
+    trains in ``out_root/tricks`` or ``out_root/plain``. Returns name -> :func:`train_rl_arm`'s tuple.
+
+    One after the other (the default), the first arm measures the tracked set at step 0 and the
+    others reuse that row. Side by side (:func:`arms_side_by_side`) the step-0 row is measured here
+    once, then every arm runs at once as its own process with an equal share of this process's
+    torch threads; the last arm (plain GRPO, which samples at the start temperature throughout and
+    so ends last) feeds the progress file.
+    """
+    names = list(arms)
+    dirs = {name: Path(out_root) / ("tricks" if tricks else "plain") for name, (_, tricks) in arms.items()}
+    if len(set(dirs.values())) != len(dirs):
+        raise ValueError(f"two arms with the same tricks setting would share a folder: {sorted(arms)}")
+    common = dict(verify_section=verify_section, tracked=tracked, device=device, seed=seed, use_vllm=use_vllm,
+                  dtype=dtype)
+    if not arms_side_by_side(section, len(arms), device):
+        out, first = {}, None
+        for name in names:
+            prompts, tricks = arms[name]
+            out[name] = train_rl_arm(start_checkpoint, prompts, section, dirs[name], tricks=tricks, start=first, **common)
+            history = out[name][3]
+            if first is None and history and history[0]["step"] == 0:  # (a resumed run has no step 0)
+                first = history[0]
+        return out
+    from lib import evaluation, rl
+
+    model, tokenizer = modellib.load(start_checkpoint, device=device)
+    with evaluation.make_verifier(verify_section) as verifier:
+        first = rl.tracker_for(section, tokenizer, tracked, verifier, seed=seed).measure(model, 0)
+    del model
+    threads = max(1, torch.get_num_threads() // len(arms))
+    jobs = {}
+    for name in names:
+        prompts, tricks = arms[name]
+        arm = {"tricks": tricks, "use_vllm": False, "verify": verify_section.model_dump(), "start": first,
+               "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
+        jobs[name] = dict(model_dir=start_checkpoint, rows=prompts[["problem", "answer"]].astype(str),
+                          train_section=section, seed=seed, out_dir=dirs[name], dtype=dtype, task="grpo",
+                          eval_rows=tracked.items, extra={"grpo": arm})
+    stats = launch_side_by_side(jobs, threads=threads, report=names[-1])
+    out = {}
+    for name in names:
+        model, tokenizer = modellib.load(dirs[name] / "model", device=device)
+        s = stats[name]
+        history, tracking_s = s.pop("history"), s.pop("tracking_s")
+        s["backend"] = f"side by side: {len(arms)} processes of {threads} torch thread{'s' * (threads > 1)}"
+        out[name] = (model, tokenizer, s, history, tracking_s)
+    return out
 
 
 if __name__ == "__main__":

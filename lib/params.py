@@ -331,6 +331,10 @@ class RL(Train):
     temperature_end: float = Field(0.6, gt=0, description="Temperature after annealing (paper: 0.6).")
     anneal_fraction: float = Field(0.5, ge=0, le=1, description="Share of the steps over which the temperature falls linearly (paper: 0.5).")
     compare_plain: bool = Field(True, description="Also run plain GRPO (no tricks, constant start temperature) with the same seed and budget.")
+    arms_side_by_side: bool = Field(False, description="On a CPU, train the arms (tricks, plain) at once, each a "
+        "`python -m lib.launch` process with its share of the torch threads, instead of one after the other in the "
+        "notebook's process (benchmarks/bench_threads.py: two 1-thread processes sample 1.4x faster than one of "
+        "2 threads). Ignored on a GPU and with accelerate_config: the arms then run one after the other.")
     eval_set: str = Field('synthetic', description="Set tracked during RL, as in eval.benchmarks: 'synthetic', a preset (the paper: aime24) or a .jsonl path.")
     eval_temperature: float = Field(0.6, gt=0, description="Sampling temperature of the tracked samples (paper's evaluation: 0.6).")
     eval_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass of the tracked samples (paper's evaluation: 0.95).")

@@ -118,7 +118,8 @@ def test_rl_arm_runs_in_two_processes_and_the_command_equals_the_notebook_path(s
     prompts = pd.DataFrame([{"problem": p.problem, "answer": p.answer} for p in problems.generate(12, seed=5)])
     tracked = evaluation.synthetic_test_set(4, 0, smoke_params.problems.domains, smoke_params.problems.levels)
     one = smoke_params.rl.model_copy(update={"max_steps": 2, "batch_size": 8, "num_generations": 4, "lr": 5e-3,
-                                             "eval_every": 10, "eval_samples": 2, "checkpoint_every": 0})
+                                             "eval_every": 10, "eval_samples": 2, "checkpoint_every": 0,
+                                             "arms_side_by_side": False})
     two = one.model_copy(update={"batch_size": 4, "accelerate_config": "configs/accelerate_cpu_2proc.yaml"})
     one_cmd = one.model_copy(update={"accelerate_config": "configs/accelerate_cpu_1proc.yaml"})
     verify = smoke_params.verify.model_copy(update={"workers": 0})
@@ -161,3 +162,114 @@ def test_launched_process_keeps_the_callers_pythonpath_after_this_checkout(tmp_p
                          env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "carried"
     assert launch.child_env({})["PYTHONPATH"] == str(ROOT)
+
+
+def _rl_arms_setup(smoke_params, tiny_model, tiny_tokenizer, tmp_path, **update):
+    import pandas as pd
+
+    from lib import evaluation
+
+    base = modellib.save(tiny_model, tiny_tokenizer, tmp_path / "base")
+    ps = problems.generate(20, seed=5)  # 8 prompts for one arm, 12 for the other: a swap would show
+    tricks = pd.DataFrame([{"problem": p.problem, "answer": p.answer} for p in ps[:8]])
+    plain = pd.DataFrame([{"problem": p.problem, "answer": p.answer} for p in ps[8:]])
+    tracked = evaluation.synthetic_test_set(4, 0, smoke_params.problems.domains, smoke_params.problems.levels)
+    section = smoke_params.rl.model_copy(update={"max_steps": 2, "batch_size": 8, "num_generations": 4, "lr": 5e-3,
+                                                 "eval_every": 10, "eval_samples": 2, "checkpoint_every": 0,
+                                                 "arms_side_by_side": False, **update})
+    verify = smoke_params.verify.model_copy(update={"workers": 0})
+    return base, {"GRPO + tricks": (tricks, True), "plain GRPO": (plain, False)}, section, verify, tracked
+
+
+@pytest.mark.slow
+def test_rl_arms_side_by_side_equal_the_arms_one_after_the_other(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
+    """rl.arms_side_by_side: each arm in its own 1-thread process, at once, gives bit for bit what the
+    arms give one after the other in this process at 1 thread (same samples, rewards, tracker rows,
+    weights); only the plain arm writes to the progress file. (An untrained model earns -1 nearly
+    everywhere, so the weights may not move; the tracker rows and per-step logs are the sharper check.)"""
+    import json
+    import os
+
+    import torch
+
+    from lib import progress
+
+    base, arms, section, verify, tracked = _rl_arms_setup(smoke_params, tiny_model, tiny_tokenizer, tmp_path)
+    kw = dict(verify_section=verify, tracked=tracked, device=torch.device("cpu"), seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = launch.train_rl_arms(base, arms, section, tmp_path / "sequential", **kw)
+    finally:
+        torch.set_num_threads(threads)
+    old = os.environ.get(progress.ENV)
+    sink = progress.start(tmp_path / "progress.jsonl")
+    try:
+        side = launch.train_rl_arms(base, arms, section.model_copy(update={"arms_side_by_side": True}),
+                                    tmp_path / "side", **kw)
+    finally:
+        if old is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = old
+    assert list(side) == list(seq) == ["GRPO + tricks", "plain GRPO"]
+    start, _ = modellib.load(base)
+    for name in arms:
+        a, _, s_seq, h_seq, _ = seq[name]
+        b, _, s_side, h_side, _ = side[name]
+        assert s_side["backend"].startswith("side by side: 2 processes of ") and s_side["world_size"] == 1
+        assert s_side["torch_threads"] == max(1, threads // 2)
+        assert s_side["steps"] == s_seq["steps"] == 2
+        assert s_side["reward_counts"] == s_seq["reward_counts"], name
+        assert [g["completions"] for g in s_side["groups"]] == [g["completions"] for g in s_seq["groups"]]
+        assert [r["step"] for r in h_side] == [r["step"] for r in h_seq] == [0, 2]
+        assert h_side[0]["pass1"] == h_seq[0]["pass1"] and h_side[0]["cons@2"] == h_seq[0]["cons@2"]
+        moved = max((pa - p0).abs().max().item() for pa, p0 in zip(a.parameters(), start.parameters()))
+        diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
+        print(f"{name}: moved {moved:.2e}, side by side vs one after the other {diff:.2e}")
+        assert s_side["distinct_prompts"] == s_seq["distinct_prompts"] == len(arms[name][0])
+        untimed = [[{k: v for k, v in r.items() if "time" not in k and "per_second" not in k} for r in s["log"]]
+                   for s in (s_side, s_seq)]
+        assert untimed[0] == untimed[1], name  # lengths, rewards, losses, grad norms per step
+        if max(1, threads // 2) == 1:
+            assert diff == 0.0, name  # the same work at the same thread count (a 2-core machine)
+        else:
+            assert diff <= 1e-3 * moved, name  # more threads per arm than the sequential run's one: rounding
+    records = [json.loads(line) for line in sink.read_text().splitlines()]
+    train = [r for r in records if r["task"] == "train"]
+    assert train and all(r["total"] == 2 for r in train)
+    assert sum(1 for r in train if r.get("start")) == 1  # one arm reports: the runner follows one task
+
+
+@pytest.mark.slow
+def test_a_failed_side_by_side_arm_stops_the_others_and_is_named(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
+    import time
+
+    base, arms, section, verify, tracked = _rl_arms_setup(smoke_params, tiny_model, tiny_tokenizer, tmp_path,
+                                                          max_steps=10_000)
+    prompts = arms["GRPO + tricks"][0]
+    arm = {"tricks": True, "use_vllm": False, "verify": verify.model_dump(), "start": None,
+           "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
+    job = dict(rows=prompts, train_section=section, seed=0, task="grpo", eval_rows=tracked.items, extra={"grpo": arm})
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"broken exited with code [1-9].*stopped long"):
+        launch.launch_side_by_side({"broken": dict(job, model_dir=tmp_path / "no_such_checkpoint", out_dir=tmp_path / "b"),
+                                    "long": dict(job, model_dir=base, out_dir=tmp_path / "l")})
+    assert time.monotonic() - t0 < 120  # the long job (10,000 steps) was stopped, not waited for
+    assert not (tmp_path / "l" / "train_stats.json").exists()
+
+
+def test_rl_arms_run_side_by_side_only_on_a_cpu_without_a_launcher_and_never_in_one_folder(smoke_params):
+    import torch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    on = smoke_params.rl.model_copy(update={"arms_side_by_side": True, "accelerate_config": None})
+    assert launch.arms_side_by_side(on, 2, cpu)
+    assert not launch.arms_side_by_side(on, 1, cpu)  # one arm (compare_plain off): in the notebook's process
+    assert not launch.arms_side_by_side(on, 2, gpu)  # a GPU trains the arms one after the other
+    assert not launch.arms_side_by_side(on.model_copy(update={"accelerate_config": "configs/accelerate_cpu_2proc.yaml"}),
+                                        2, cpu)  # the launcher decides the processes
+    assert not launch.arms_side_by_side(on.model_copy(update={"arms_side_by_side": False}), 2, cpu)
+    with pytest.raises(ValueError, match="share a folder"):
+        launch.train_rl_arms("unused", {"a": (None, True), "b": (None, True)}, on, "unused",
+                             verify_section=smoke_params.verify, tracked=None, device=cpu, seed=0)
