@@ -223,11 +223,11 @@ def launch_side_by_side(jobs: dict[str, dict], *, threads: int = 1, report: str 
             if name != report:
                 env.pop(progress.ENV, None)
             procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env), cmd)
-        failed: list[str] = []
-        while not failed and any(p.poll() is None for p, _ in procs.values()):
-            time.sleep(poll_s)
+        while True:
             failed = [n for n, (p, _) in procs.items() if p.poll() not in (None, 0)]
-        failed = [n for n, (p, _) in procs.items() if p.poll() not in (None, 0)]
+            if failed or all(p.poll() is not None for p, _ in procs.values()):
+                break
+            time.sleep(poll_s)
         if failed:
             stopped = [n for n, (p, _) in procs.items() if p.poll() is None]
             raise RuntimeError("side-by-side training failed: " + "; ".join(
@@ -326,18 +326,31 @@ def train_rl_arm(start_checkpoint, prompts, section, out_dir, *, verify_section,
         if use_vllm:
             raise ValueError("rl.use_vllm under rl.accelerate_config: colocated vLLM across processes is not wired; "
                              "set one of them off")
-        arm = {"tricks": tricks, "use_vllm": use_vllm, "verify": verify_section.model_dump(), "start": start,
-               "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
-        stats = launch(start_checkpoint, prompts[["problem", "answer"]].astype(str), section, seed, out,
-                       dtype=dtype, task="grpo", eval_rows=tracked.items, extra={"grpo": arm},
-                       accelerate_config=str(resolve(section.accelerate_config)))
-        model, tokenizer = modellib.load(out / "model", device=device)
-        history, tracking_s = stats.pop("history"), stats.pop("tracking_s")
-        stats["backend"] = f"accelerate launch --config_file {section.accelerate_config}"
-        return model, tokenizer, stats, history, tracking_s
+        job = _grpo_job(start_checkpoint, prompts, section, out, verify_section=verify_section, tracked=tracked,
+                        seed=seed, tricks=tricks, start=start, dtype=dtype)
+        stats = launch(**job, accelerate_config=str(resolve(section.accelerate_config)))
+        return _launched_arm(out, stats, device, f"accelerate launch --config_file {section.accelerate_config}")
     return _fit_grpo(start_checkpoint, prompts, section, out, verify_section=verify_section, tracked=tracked,
                      device=device, dtype=modellib.train_dtype(dtype, device), seed=seed, tricks=tricks,
                      use_vllm=use_vllm, start=start)
+
+
+def _grpo_job(start_checkpoint, prompts, section, out: Path, *, verify_section, tracked, seed: int, tricks: bool,
+              start: dict | None, dtype: str) -> dict:
+    """:func:`launch`'s keyword arguments for one GRPO arm run as a command (vLLM is not wired there)."""
+    arm = {"tricks": tricks, "use_vllm": False, "verify": verify_section.model_dump(), "start": start,
+           "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
+    return dict(model_dir=start_checkpoint, rows=prompts[["problem", "answer"]].astype(str), train_section=section,
+                seed=seed, out_dir=out, dtype=dtype, task="grpo", eval_rows=tracked.items, extra={"grpo": arm})
+
+
+def _launched_arm(out: Path, stats: dict, device: torch.device, backend: str) -> tuple:
+    """:func:`train_rl_arm`'s tuple for an arm a command trained into ``out``: its model loaded on
+    ``device``, and the history and tracking seconds split off the statistics it wrote."""
+    model, tokenizer = modellib.load(out / "model", device=device)
+    history, tracking_s = stats.pop("history"), stats.pop("tracking_s")
+    stats["backend"] = backend
+    return model, tokenizer, stats, history, tracking_s
 
 
 def arms_side_by_side(section, n_arms: int, device: torch.device) -> bool:
@@ -379,24 +392,12 @@ def train_rl_arms(start_checkpoint, arms: dict[str, tuple], section, out_root, *
         first = rl.tracker_for(section, tokenizer, tracked, verifier, seed=seed).measure(model, 0)
     del model
     threads = max(1, torch.get_num_threads() // len(arms))
-    jobs = {}
-    for name in names:
-        prompts, tricks = arms[name]
-        arm = {"tricks": tricks, "use_vllm": False, "verify": verify_section.model_dump(), "start": first,
-               "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
-        jobs[name] = dict(model_dir=start_checkpoint, rows=prompts[["problem", "answer"]].astype(str),
-                          train_section=section, seed=seed, out_dir=dirs[name], dtype=dtype, task="grpo",
-                          eval_rows=tracked.items, extra={"grpo": arm})
+    jobs = {name: _grpo_job(start_checkpoint, arms[name][0], section, dirs[name], verify_section=verify_section,
+                            tracked=tracked, seed=seed, tricks=arms[name][1], start=first, dtype=dtype)
+            for name in names}
     stats = launch_side_by_side(jobs, threads=threads, report=names[-1])
-    out = {}
-    for name in names:
-        model, tokenizer = modellib.load(dirs[name] / "model", device=device)
-        s = stats[name]
-        history, tracking_s = s.pop("history"), s.pop("tracking_s")
-        s["backend"] = f"side by side: {len(arms)} processes of {threads} torch thread{'s' * (threads > 1)}"
-        out[name] = (model, tokenizer, s, history, tracking_s)
-    return out
-
+    backend = f"side by side: {len(arms)} processes of {threads} torch thread{'s' * (threads > 1)}"
+    return {name: _launched_arm(dirs[name], stats[name], device, backend) for name in names}
 
 if __name__ == "__main__":
     sys.exit(main())
