@@ -5,8 +5,10 @@
     python -m lib.launch --task grpo --model CKPT --rows prompts.jsonl --eval-rows tracked.jsonl ...
     accelerate launch --config_file configs/accelerate_zero3_8gpu.yaml -m lib.launch ...
 
-:func:`train_stage` (mid-training, SFT) and :func:`train_dpo_stage` (rollout DPO) and
-:func:`train_rl_arm` (one GRPO arm) are what the stage notebooks call. Each trains in process,
+:func:`train_stage` (mid-training, SFT), :func:`train_dpo_stage` (rollout DPO) and
+:func:`train_rl_arms` (stage 06's GRPO arms: one after the other through :func:`train_rl_arm`, or
+on a CPU with ``rl.arms_side_by_side`` as processes at once through :func:`launch_side_by_side`)
+are what the stage notebooks call. Each trains in process,
 or writes its rows and params section to the stage folder and runs this module as a command
 (:func:`launch`). Either way the work is the same library call (:func:`lib.training.fit`,
 :func:`lib.dpo.fit_dpo`, :func:`lib.rl.run_grpo`), so one process, DDP on several CPU processes
