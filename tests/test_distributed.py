@@ -247,14 +247,14 @@ def test_a_failed_side_by_side_arm_stops_the_others_and_is_named(smoke_params, t
 
     base, arms, section, verify, tracked = _rl_arms_setup(smoke_params, tiny_model, tiny_tokenizer, tmp_path,
                                                           max_steps=10_000)
-    prompts = arms["GRPO + tricks"][0]
-    arm = {"tricks": True, "use_vllm": False, "verify": verify.model_dump(), "start": None,
-           "eval_set": tracked.name, "multiple_choice": tracked.multiple_choice}
-    job = dict(rows=prompts, train_section=section, seed=0, task="grpo", eval_rows=tracked.items, extra={"grpo": arm})
+    def job(model_dir, out):  # the command stage 06 runs for its tricks arm
+        return launch._grpo_job(model_dir, arms["GRPO + tricks"][0], section, out, verify_section=verify,
+                                tracked=tracked, seed=0, tricks=True, start=None, dtype="auto")
+
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=r"broken exited with code [1-9].*stopped long"):
-        launch.launch_side_by_side({"broken": dict(job, model_dir=tmp_path / "no_such_checkpoint", out_dir=tmp_path / "b"),
-                                    "long": dict(job, model_dir=base, out_dir=tmp_path / "l")})
+        launch.launch_side_by_side({"broken": job(tmp_path / "no_such_checkpoint", tmp_path / "b"),
+                                    "long": job(base, tmp_path / "l")})
     assert time.monotonic() - t0 < 120  # the long job (10,000 steps) was stopped, not waited for
     assert not (tmp_path / "l" / "train_stats.json").exists()
 
