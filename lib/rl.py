@@ -42,6 +42,10 @@ from trl.trainer.utils import add_fused_lm_head
 from lib import chat, evaluation, metrics, problems, progress, sampling
 from lib.training import last_checkpoint, match_compile_state, train_guarded, trainer_kwargs
 
+# TRL losses whose normaliser counts the micro-batch's rows: grpo, sapo and luspo take a mean over rows,
+# dr_grpo divides by rows x max completion length (TRL's GRPOTrainer._compute_loss)
+ROW_NORMALISED_LOSSES = ("grpo", "sapo", "dr_grpo", "luspo")
+
 
 class NoPromptsError(ValueError):
     """No RL prompt survived selection; the message says which filter removed them."""
@@ -339,6 +343,11 @@ class RecipeGRPOTrainer(GRPOTrainer):
       advantage 0 and an all-zero completion mask; their rows are removed from each micro-batch
       before TRL's loss, so they count in no normaliser (per-sequence mean for grpo, rows x
       max length for dr_grpo, token counts for bnpo/dapo: ``num_items_in_batch`` is recounted).
+    - Rows whose advantage is exactly 0 (plain GRPO's all-equal groups, which stay in its
+      normaliser) are left out of the forward and backward when nothing but the policy term acts on
+      them (``beta`` 0, no entropy bonus or mask, no router loss, a loss in
+      :data:`ROW_NORMALISED_LOSSES`, one process), and the loss of the other rows is rescaled to the
+      full count: the same loss and gradient up to rounding, without the rows that carry no signal.
     - ``temperature_schedule(step, max_steps) -> T``: applied before each training step to
       the sampling temperature and the log-probability temperature (:meth:`set_temperature`).
     - :attr:`temperature_log`: (global step, sampling T, log-prob T) of every generation.
@@ -368,6 +377,16 @@ class RecipeGRPOTrainer(GRPOTrainer):
             add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model,
                               temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
                               outputs=("log_probs",))
+        # A completion whose advantage is exactly 0 (every completion of an all-equal group, when the
+        # groups are not dropped: plain GRPO) adds exactly 0 to the loss and its gradient when nothing but
+        # the policy term acts on it: no KL term, no entropy bonus or mask, no router loss, and a loss
+        # whose normaliser counts rows (grpo, sapo, luspo: mean over rows; dr_grpo: rows x max length).
+        # Such rows are then left out of the forward and backward and the loss is rescaled to the rows it
+        # normalises over: the same gradient up to rounding, at the cost of the rows that carry signal.
+        self._skip_zero_advantage = (self.beta == 0.0 and self.loss_type in ROW_NORMALISED_LOSSES
+                                     and self.top_entropy_quantile >= 1.0
+                                     and not getattr(self, "_entropy_bonus_enabled", True)
+                                     and not getattr(self, "aux_loss_enabled", True))
         self.balance = balance
         self.drop_all_equal = drop_all_equal
         self.refill = refill
@@ -544,6 +563,11 @@ class RecipeGRPOTrainer(GRPOTrainer):
 
     def _compute_loss_of_kept_rows(self, model, inputs):
         rows = inputs["completion_mask"].sum(dim=1) > 0
+        if self._skip_zero_advantage and self.accelerator.num_processes == 1:
+            adv = inputs["advantages"]
+            active = rows & (adv.reshape(adv.size(0), -1) != 0).any(dim=1).to(rows.device)
+            if not bool(active.eq(rows).all()):
+                return self._compute_loss_of_active_rows(model, inputs, rows, active)
         if bool(rows.all()):
             return super()._compute_loss(model, inputs)
         if self.accelerator.num_processes > 1:
@@ -556,14 +580,28 @@ class RecipeGRPOTrainer(GRPOTrainer):
             kept = int(rows.sum())
             if kept == 0:
                 return loss * 0.0
-            return loss * (rows.numel() / kept) if self.loss_type in ("grpo", "sapo", "dr_grpo", "luspo") else loss
+            return loss * (rows.numel() / kept) if self.loss_type in ROW_NORMALISED_LOSSES else loss
         if not bool(rows.any()):
             # no completion of this micro-batch takes part: a zero loss that still touches every parameter
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-        n = rows.numel()
-        sub = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n else v)
-               for k, v in inputs.items()}
-        return super()._compute_loss(model, sub)
+        return super()._compute_loss(model, _rows_of(inputs, rows))
+
+    def _compute_loss_of_active_rows(self, model, inputs, rows: torch.Tensor, active: torch.Tensor):
+        """The loss over the ``rows`` of the normaliser, computed on the ``active`` ones (nonzero
+        advantage) alone: the others add exactly 0, so the loss of the active rows is rescaled by
+        active / rows (every loss in ROW_NORMALISED_LOSSES divides by its rows)."""
+        n_active, n_rows = int(active.sum()), int(rows.sum())
+        if n_active == 0:
+            # no completion of this micro-batch carries signal: a zero loss that still touches every parameter
+            return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return super()._compute_loss(model, _rows_of(inputs, active)) * (n_active / n_rows)
+
+
+def _rows_of(inputs: dict, rows: torch.Tensor) -> dict:
+    """The micro-batch restricted to ``rows`` (every per-row tensor sliced, the rest kept)."""
+    n = rows.numel()
+    return {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n else v)
+            for k, v in inputs.items()}
 
 
 # ============================================================================ tracking callback

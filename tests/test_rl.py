@@ -233,6 +233,68 @@ def test_all_equal_groups_give_no_gradient_and_are_not_in_the_normaliser(smoke_p
     assert grads(none_kept).abs().sum() == 0
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
+def test_plain_grpo_leaves_zero_advantage_rows_out_of_the_forward_with_the_same_gradient(
+        smoke_params, tiny_model, tiny_tokenizer, tmp_path, loss_type):
+    """Plain GRPO keeps its all-equal groups in the normaliser (their advantages are 0): TRL's own loss
+    over the whole micro-batch and the recipe's, which runs the forward on the other rows alone and
+    rescales, give the same loss and gradient (to rounding); the forward sees only the signal rows."""
+    section = _section(smoke_params, max_steps=1, beta=0.0, loss_type=loss_type)
+    with Verifier(workers=0) as v:
+        trainer, _ = rl.run_grpo(copy.deepcopy(tiny_model), tiny_tokenizer, _prompts(), section, tmp_path, verifier=v,
+                                 device=torch.device("cpu"), dtype=torch.float32, seed=0, tricks=False)
+    assert trainer._skip_zero_advantage
+    torch.manual_seed(0)
+    n, width = 12, 6
+    prompt_ids = torch.randint(5, 100, (n, 4))
+    completion_ids = torch.randint(5, 100, (n, width))
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[1, 4:] = 0  # completions of different lengths
+    # groups of 4: mixed, all wrong, mixed; plain advantages (TRL's: reward - group mean, / group std)
+    adv = torch.tensor([0.87, -0.87, 0.87, -0.87, 0, 0, 0, 0, 1.5, -0.5, -0.5, -0.5])
+    batch = {"prompt_ids": prompt_ids, "prompt_mask": torch.ones_like(prompt_ids), "completion_ids": completion_ids,
+             "completion_mask": completion_mask, "advantages": adv,
+             "num_items_in_batch": completion_mask.sum().float()}
+    seen_rows = []
+    hook = trainer.model.register_forward_pre_hook(lambda m, a, kw: seen_rows.append(kw["input_ids"].size(0)),
+                                                   with_kwargs=True)
+
+    def run(compute):
+        trainer.model.zero_grad()
+        seen_rows.clear()
+        loss = compute(trainer.model, batch)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]), \
+            list(seen_rows)
+
+    trainer.model.train()
+    try:
+        ours, g_ours, rows_ours = run(trainer._compute_loss)
+        trl, g_trl, rows_trl = run(lambda m, b: GRPOTrainer._compute_loss(trainer, m, b))
+    finally:
+        hook.remove()
+    assert rows_trl == [12] and rows_ours == [8]
+    assert g_trl.abs().sum() > 0
+    torch.testing.assert_close(ours, trl, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(g_ours, g_trl, atol=1e-7, rtol=1e-5)
+    # negative control: without the rescaling the gradient would be 12/8 of TRL's
+    assert not torch.allclose(g_ours * 12 / 8, g_trl, atol=1e-7, rtol=1e-5)
+
+
+def test_zero_advantage_rows_stay_when_something_else_acts_on_them(smoke_params, tiny_model, tiny_tokenizer,
+                                                                  tmp_path):
+    """A KL term (beta > 0) and token-normalised losses (dapo, bnpo) keep every row in the forward."""
+    for i, update in enumerate([{"beta": 0.05}, {"beta": 0.0, "loss_type": "dapo"}, {"beta": 0.0, "loss_type": "bnpo"}]):
+        section = _section(smoke_params, max_steps=1, **update)
+        tiny_model.save_pretrained(tmp_path / "start")  # TRL builds the KL reference from the policy's path
+        model = copy.deepcopy(tiny_model)
+        model.config._name_or_path = str(tmp_path / "start")
+        with Verifier(workers=0) as v:
+            trainer, _ = rl.run_grpo(model, tiny_tokenizer, _prompts(), section, tmp_path / str(i), verifier=v,
+                                     device=torch.device("cpu"), dtype=torch.float32, seed=0, tricks=False)
+        assert not trainer._skip_zero_advantage, update
+
+
 def test_plain_grpo_keeps_trl_behaviour_and_constant_temperature(smoke_params, tiny_model, tiny_tokenizer, tmp_path):
     section = _section(smoke_params, max_steps=2, temperature_start=0.9)
     model = copy.deepcopy(tiny_model)
