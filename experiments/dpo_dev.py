@@ -57,30 +57,36 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     train_and_save(a.run, pairs, section, out, nll=a.nll, train_seed=a.train_seed)
     train_s = time.perf_counter() - t0
-    seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
-    dev = dev_items(a.dev, seed + 7919, seen, P)
-    with evaluation.make_verifier(P.verify) as verifier:
-        cache = a.out / f"sft_dev_{a.dev}_{a.dev_samples}.parquet"
-        if cache.exists():
-            before_records = pd.read_parquet(cache)
-            before = evaluation.summarize(before_records, verifier, n_runs=a.dev_samples, seed=seed)
-        else:
-            sft, tok = modellib.load(a.run / "04_sft" / "model", device=torch.device("cpu"))
-            before_records, before = dev_eval(sft, tok, dev, verifier, a.dev_samples, seed)
-            before_records.to_parquet(cache)
-        model, tok = modellib.load(out / "model", device=torch.device("cpu"))
-        _, after = dev_eval(model, tok, dev, verifier, a.dev_samples, seed)
-    d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
-    dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
     result = {"name": a.name, "pairs": len(pairs), "pairs_before_filter": n_all, "verified_chosen": a.verified_chosen,
               "lr": a.lr, "epochs": a.epochs, "beta": a.beta, "nll": a.nll, "train_seed": a.train_seed,
-              "train_s": round(train_s, 1),
-              "dev_before": {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"]},
-              "dev_after": {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"]},
-              "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict()}
+              "train_s": round(train_s, 1), **score_against_sft(a.run, out / "model", P, a.out, a.dev, a.dev_samples)}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
+
+
+def score_against_sft(run: Path, model_dir: Path, P, cache_dir: Path, n_dev: int, n_samples: int) -> dict:
+    """The run's SFT model and ``model_dir`` on ``n_dev`` dev problems x ``n_samples`` (the same sampling
+    seeds), pass@1 and verified pass@1 before/after and their paired differences. The SFT side is cached
+    in ``cache_dir`` by size: use one cache folder per run."""
+    seed = P.run.seed
+    seen = set(pd.read_parquet(run / "02_tag_data" / "tagged.parquet")["problem"])
+    dev = dev_items(n_dev, seed + 7919, seen, P)
+    with evaluation.make_verifier(P.verify) as verifier:
+        cache = cache_dir / f"sft_dev_{n_dev}_{n_samples}.parquet"
+        if cache.exists():
+            before = evaluation.summarize(pd.read_parquet(cache), verifier, n_runs=n_samples, seed=seed)
+        else:
+            sft, tok = modellib.load(run / "04_sft" / "model", device=torch.device("cpu"))
+            before_records, before = dev_eval(sft, tok, dev, verifier, n_samples, seed)
+            before_records.to_parquet(cache)
+        model, tok = modellib.load(model_dir, device=torch.device("cpu"))
+        _, after = dev_eval(model, tok, dev, verifier, n_samples, seed)
+    d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
+    dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
+    return {"dev_before": {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"]},
+            "dev_after": {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"]},
+            "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict()}
 
 
 if __name__ == "__main__":

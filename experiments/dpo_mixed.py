@@ -27,9 +27,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from experiments.dpo_dev import score_against_sft
 from experiments.dpo_variants import train_and_save
-from experiments.rl_stream import dev_eval, dev_items
-from lib import dpo, evaluation, metrics, params, sampling
+from lib import dpo, evaluation, params, sampling
 from lib import model as modellib
 
 VARIANTS = ("on_policy", "mixed", "on_policy+unsolved")
@@ -87,25 +87,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     train_and_save(a.run, pairs, P.dpo.model_copy(update={"max_steps": -1}), out, nll=P.dpo.nll_weight)
     train_s = time.perf_counter() - t0
-    seen = set(pd.read_parquet(a.run / "02_tag_data" / "tagged.parquet")["problem"])
-    dev = dev_items(a.dev, seed + 7919, seen, P)
-    with evaluation.make_verifier(P.verify) as verifier:
-        cache = a.out / f"sft_dev_{a.dev}_{a.dev_samples}.parquet"
-        if cache.exists():
-            before = evaluation.summarize(pd.read_parquet(cache), verifier, n_runs=a.dev_samples, seed=seed)
-        else:
-            sft, tok = modellib.load(a.run / "04_sft" / "model", device=torch.device("cpu"))
-            rec, before = dev_eval(sft, tok, dev, verifier, a.dev_samples, seed)
-            rec.to_parquet(cache)
-        model, tok = modellib.load(out / "model", device=torch.device("cpu"))
-        _, after = dev_eval(model, tok, dev, verifier, a.dev_samples, seed)
-    d = metrics.paired_difference(after["pass1_per_problem"], before["pass1_per_problem"], seed=seed)
-    dv = metrics.paired_difference(after["verified_pass1_per_problem"], before["verified_pass1_per_problem"], seed=seed)
     result = {"variant": a.variant, "pairs": len(pairs), "train_s": round(train_s, 1),
               "sources": pairs["source"].value_counts().to_dict(),
-              "dev_before": {"pass1": before["pass1"]["mean"], "verified": before["verified_pass1"]["mean"]},
-              "dev_after": {"pass1": after["pass1"]["mean"], "verified": after["verified_pass1"]["mean"]},
-              "paired_pass1": d.to_dict(), "paired_verified": dv.to_dict()}
+              **score_against_sft(a.run, out / "model", P, a.out, a.dev, a.dev_samples)}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
