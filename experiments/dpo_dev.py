@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nll", type=float, default=0.0)
     ap.add_argument("--train-seed", type=int, default=None,
                     help="the trainer's seed (data order); the dev problems and sampling seeds stay the run's")
-    ap.add_argument("--dev", type=int, default=400)
-    ap.add_argument("--dev-samples", type=int, default=4)
+    add_dev_arguments(ap)
     a = ap.parse_args(argv)
     P = params.load("params/tiny.yaml")
     seed = P.run.seed
@@ -63,6 +62,12 @@ def main(argv=None) -> int:
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
+
+
+def add_dev_arguments(ap: argparse.ArgumentParser) -> None:
+    """The dev split's size options, read by :func:`score_against_sft`."""
+    ap.add_argument("--dev", type=int, default=400, help="dev problems")
+    ap.add_argument("--dev-samples", type=int, default=4, help="samples per dev problem")
 
 
 def score_against_sft(run: Path, model_dir: Path, P, cache_dir: Path, n_dev: int, n_samples: int) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from experiments.dpo_dev import score_against_sft
+from experiments.dpo_dev import add_dev_arguments, score_against_sft
 from experiments.dpo_variants import train_and_save
 from lib import dpo, evaluation, params, sampling
 from lib import model as modellib
@@ -73,8 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--variant", choices=VARIANTS, required=True)
     ap.add_argument("--out", type=Path, default=Path("/tmp/dpo_mixed"))
-    ap.add_argument("--dev", type=int, default=400)
-    ap.add_argument("--dev-samples", type=int, default=4)
+    add_dev_arguments(ap)
     a = ap.parse_args(argv)
     P = params.load("params/tiny.yaml")
     seed = P.run.seed
