@@ -381,8 +381,8 @@ class RecipeGRPOTrainer(GRPOTrainer):
         # groups are not dropped: plain GRPO) adds exactly 0 to the loss and its gradient when nothing but
         # the policy term acts on it: no KL term, no entropy bonus or mask, no router loss, and a loss
         # whose normaliser counts rows (grpo, sapo, luspo: mean over rows; dr_grpo: rows x max length).
-        # Such rows are then left out of the forward and backward and the loss is rescaled to the rows it
-        # normalises over: the same gradient up to rounding, at the cost of the rows that carry signal.
+        # Such rows are then left out of the forward and backward and the loss of the others is rescaled to
+        # the rows it normalises over: the same gradient up to rounding, for the cost of the rows with signal.
         self._skip_zero_advantage = (self.beta == 0.0 and self.loss_type in ROW_NORMALISED_LOSSES
                                      and self.top_entropy_quantile >= 1.0
                                      and not getattr(self, "_entropy_bonus_enabled", True)
@@ -563,14 +563,9 @@ class RecipeGRPOTrainer(GRPOTrainer):
 
     def _compute_loss_of_kept_rows(self, model, inputs):
         rows = inputs["completion_mask"].sum(dim=1) > 0
-        if self._skip_zero_advantage and self.accelerator.num_processes == 1:
-            adv = inputs["advantages"]
-            active = rows & (adv.reshape(adv.size(0), -1) != 0).any(dim=1).to(rows.device)
-            if not bool(active.eq(rows).all()):
-                return self._compute_loss_of_active_rows(model, inputs, rows, active)
-        if bool(rows.all()):
-            return super()._compute_loss(model, inputs)
         if self.accelerator.num_processes > 1:
+            if bool(rows.all()):
+                return super()._compute_loss(model, inputs)
             # Several processes: every one must run the same collectives with tensors of the same
             # shapes (DDP's forward and backward; TRL gathers per-row metrics), so no row is removed.
             # Dropped rows have an all-zero mask and add nothing to the sums; where TRL divides by the
@@ -581,27 +576,23 @@ class RecipeGRPOTrainer(GRPOTrainer):
             if kept == 0:
                 return loss * 0.0
             return loss * (rows.numel() / kept) if self.loss_type in ROW_NORMALISED_LOSSES else loss
-        if not bool(rows.any()):
+        # One process: the forward and backward run on the kept rows, and of those only on the rows with
+        # a nonzero advantage where nothing else acts on a row (_skip_zero_advantage); the loss of those
+        # is rescaled to the kept rows, the normaliser (the factor is 1 unless zero-advantage rows were left out)
+        active = rows
+        if self._skip_zero_advantage:
+            adv = inputs["advantages"]
+            active = rows & (adv.reshape(adv.size(0), -1) != 0).any(dim=1).to(rows.device)
+        if bool(active.all()):
+            return super()._compute_loss(model, inputs)
+        if not bool(active.any()):
             # no completion of this micro-batch takes part: a zero loss that still touches every parameter
             return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-        return super()._compute_loss(model, _rows_of(inputs, rows))
-
-    def _compute_loss_of_active_rows(self, model, inputs, rows: torch.Tensor, active: torch.Tensor):
-        """The loss over the ``rows`` of the normaliser, computed on the ``active`` ones (nonzero
-        advantage) alone: the others add exactly 0, so the loss of the active rows is rescaled by
-        active / rows (every loss in ROW_NORMALISED_LOSSES divides by its rows)."""
+        n = active.numel()
+        loss = super()._compute_loss(model, {k: (v[active] if isinstance(v, torch.Tensor) and v.dim() > 0
+                                                 and v.size(0) == n else v) for k, v in inputs.items()})
         n_active, n_rows = int(active.sum()), int(rows.sum())
-        if n_active == 0:
-            # no completion of this micro-batch carries signal: a zero loss that still touches every parameter
-            return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-        return super()._compute_loss(model, _rows_of(inputs, active)) * (n_active / n_rows)
-
-
-def _rows_of(inputs: dict, rows: torch.Tensor) -> dict:
-    """The micro-batch restricted to ``rows`` (every per-row tensor sliced, the rest kept)."""
-    n = rows.numel()
-    return {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.size(0) == n else v)
-            for k, v in inputs.items()}
+        return loss if n_active == n_rows else loss * (n_active / n_rows)
 
 
 # ============================================================================ tracking callback
